@@ -1,0 +1,3 @@
+"""arena_rt: MoltArena's real-time battle server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,278 @@
+"""The battle machine's vocabulary: its configuration, state, inputs and effects.
+
+Everything here is plain data. ``machine.step(state, input)`` turns a state and an input into a
+new state and a list of effects; the runner performs the effects (persist, publish, reply, arm
+timers, ask the judge). Time only enters through the ``now`` (ms since the epoch) of each input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from arena_rt.protocol import ErrorCode, Event, Mode, Status
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True)
+class BattleConfig:
+    battle_id: str
+    room_code: str
+    topic: str
+    mode: Mode = Mode.HEAD_TO_HEAD
+    max_participants: int = 2
+    turn_duration_ms: int = 30_000
+    max_turns: int = 10
+    start_delay_ms: int = 10_000
+    vote_duration_ms: int = 30_000
+    enable_judge: bool = True
+    enable_commentator: bool = True
+    lobby_timeout_ms: int = 600_000
+    reconnect_grace_ms: int = 30_000
+    judge_timeout_ms: int = 30_000
+    tally_interval_ms: int = 1_000
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    agent_id: str
+    position: int
+    team_id: str | None = None
+    connected: bool = True
+    forfeited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """A turn number that has been decided: played (with content) or skipped."""
+
+    turn_number: int
+    agent_id: str
+    seq: int
+    content: str | None  # None when skipped
+    skip_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRecord:
+    idempotency_key: str
+    voter_id: str | None  # agent id, None for the audience
+    connection_id: str | None
+    target_agent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BattleState:
+    config: BattleConfig
+    status: Status = Status.LOBBY
+    last_seq: int = 0
+    seats: tuple[Seat, ...] = ()
+    current_turn: int = 0  # the turn number in play; 0 before the first
+    turn_started_at: int | None = None
+    turn_deadline_at: int | None = None
+    turns: tuple[TurnRecord, ...] = ()
+    votes: tuple[VoteRecord, ...] = ()
+    tally_dirty: bool = False
+    # Armed timers: name -> fire-at (ms). A TimerFired for a name not here, or early, is stale.
+    timers: tuple[tuple[str, int], ...] = ()
+    winner_id: str | None = None
+    winning_team_id: str | None = None
+    reasoning: str | None = None
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The runner took charge of the battle (first load or after a restart): arm timers."""
+
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    agent_id: str
+    now: int
+    team_id: str | None = None
+    origin: str | None = None  # connection id, for the reply
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    agent_id: str
+    now: int
+    origin: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    agent_id: str
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    agent_id: str
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTurn:
+    agent_id: str
+    turn_number: int
+    content: str  # already sanitized and capped by the socket layer
+    now: int
+    origin: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CastVote:
+    target_agent_id: str
+    idempotency_key: str
+    now: int
+    voter_id: str | None = None  # agent id; None for the audience
+    connection_id: str | None = None  # the audience socket, for per-connection dedupe
+    origin: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    name: str
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommentaryReady:
+    turn_number: int
+    text: str
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeAnswered:
+    winner_id: str | None
+    reasoning: str
+    now: int
+    winning_team_id: str | None = None
+    decided_by: str = "judge"
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeFailed:
+    reason: str
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    reason: str
+    now: int
+
+
+Input = (
+    Opened
+    | Join
+    | Leave
+    | Disconnect
+    | Reconnect
+    | SubmitTurn
+    | CastVote
+    | TimerFired
+    | CommentaryReady
+    | JudgeAnswered
+    | JudgeFailed
+    | Cancel
+)
+
+# --------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Append this event to the log (seq already assigned), then publish it."""
+
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class RecordVote:
+    """Insert a Vote row in the same transaction as the step's events."""
+
+    vote: VoteRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ArmTimer:
+    name: str
+    fire_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptTurn:
+    turn_number: int
+    agent_id: str
+    content: str | None
+    skip_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCommentary:
+    turn_number: int
+    agent_id: str
+    content: str
+    previous: tuple[TranscriptTurn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestJudge:
+    topic: str
+    mode: Mode
+    seats: tuple[Seat, ...]
+    turns: tuple[TranscriptTurn, ...]
+    agent_tally: dict[str, int] = field(default_factory=dict)
+    audience_tally: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyAck:
+    """Answer the frame from ``origin``: sent only after the step's events are committed."""
+
+    origin: str | None
+    ref: str | None
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyError:
+    origin: str | None
+    ref: str | None
+    code: ErrorCode
+    message: str
+
+
+Effect = (
+    Emit
+    | RecordVote
+    | ArmTimer
+    | CancelTimer
+    | RequestCommentary
+    | RequestJudge
+    | ReplyAck
+    | ReplyError
+)
+
+
+class MachineError(Exception):
+    """A programming error: an input the machine can never accept (not a client mistake)."""

@@ -1,0 +1,1 @@
+"""Persistence: models, the engine, migrations and the queries the server runs."""
