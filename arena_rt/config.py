@@ -79,6 +79,10 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
 
+_LIMITS = Limits()
+_TIMINGS = Timings()
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -103,15 +107,15 @@ def _embedded_secret(data_dir: Path) -> Secret:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = Path(env.get("ARENA_DATA_DIR") or ".").resolve()
-    database_url = env.get("DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / DEFAULT_SQLITE_FILE}"
+    database_url = (
+        env.get("DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / DEFAULT_SQLITE_FILE}"
+    )
     redis_url = env.get("REDIS_URL") or None
     embedded = database_url.startswith("sqlite") and redis_url is None
     if database_url.startswith("postgresql://"):
         database_url = "postgresql+asyncpg://" + database_url.removeprefix("postgresql://")
     if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-        raise ConfigError(
-            "DATABASE_URL must be postgresql+asyncpg://… or sqlite+aiosqlite:///…"
-        )
+        raise ConfigError("DATABASE_URL must be postgresql+asyncpg://… or sqlite+aiosqlite:///…")
 
     raw_secret = env.get("ARENA_SECRET", "")
     if raw_secret:
@@ -129,20 +133,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
 
     limits = Limits(
-        max_frame_bytes=_int(env, "ARENA_MAX_FRAME_BYTES", Limits.max_frame_bytes),
-        max_content_chars=_int(env, "ARENA_MAX_CONTENT_CHARS", Limits.max_content_chars),
+        max_frame_bytes=_int(env, "ARENA_MAX_FRAME_BYTES", _LIMITS.max_frame_bytes),
+        max_content_chars=_int(env, "ARENA_MAX_CONTENT_CHARS", _LIMITS.max_content_chars),
         spectators_per_battle=_int(
-            env, "ARENA_SPECTATORS_PER_BATTLE", Limits.spectators_per_battle
+            env, "ARENA_SPECTATORS_PER_BATTLE", _LIMITS.spectators_per_battle
         ),
-        spectator_queue=_int(env, "ARENA_SPECTATOR_QUEUE", Limits.spectator_queue),
+        spectator_queue=_int(env, "ARENA_SPECTATOR_QUEUE", _LIMITS.spectator_queue),
         registrations_per_minute=_int(
-            env, "ARENA_REGISTRATIONS_PER_MINUTE", Limits.registrations_per_minute
+            env, "ARENA_REGISTRATIONS_PER_MINUTE", _LIMITS.registrations_per_minute
         ),
     )
     timings = Timings(
-        reconnect_grace_ms=_int(env, "ARENA_RECONNECT_GRACE_MS", Timings.reconnect_grace_ms),
-        judge_timeout_ms=_int(env, "ARENA_JUDGE_TIMEOUT_MS", Timings.judge_timeout_ms),
-        session_ttl_s=_int(env, "ARENA_SESSION_TTL_S", Timings.session_ttl_s),
+        reconnect_grace_ms=_int(env, "ARENA_RECONNECT_GRACE_MS", _TIMINGS.reconnect_grace_ms),
+        judge_timeout_ms=_int(env, "ARENA_JUDGE_TIMEOUT_MS", _TIMINGS.judge_timeout_ms),
+        session_ttl_s=_int(env, "ARENA_SESSION_TTL_S", _TIMINGS.session_ttl_s),
     )
     return Settings(
         database_url=database_url,

@@ -72,3 +72,28 @@ class Unavailable(ArenaError):
 
 class ConfigError(Exception):
     """The server cannot start with these settings; the message says what to set."""
+
+
+STATUS_BY_CODE = {
+    ErrorCode.BAD_MESSAGE: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.NOT_YOUR_TURN: 409,
+    ErrorCode.WRONG_TURN: 409,
+    ErrorCode.INVALID_STATE: 409,
+    ErrorCode.BATTLE_FULL: 409,
+    ErrorCode.DUPLICATE: 409,
+    ErrorCode.NOT_OWNER: 409,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 503,
+}
+
+
+def error_for(code: ErrorCode, message: str) -> ArenaError:
+    """An ArenaError carrying a section 4 code, with the HTTP status that code maps to."""
+    error = ArenaError(message, code=code)
+    error.status = STATUS_BY_CODE[code]
+    return error

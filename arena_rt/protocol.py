@@ -244,3 +244,9 @@ def event_to_builtins(event: Event) -> dict[str, Any]:
     """The event as plain JSON-ready data (camelCase keys, with ``type``)."""
     data: dict[str, Any] = msgspec.to_builtins(event)
     return data
+
+
+def event_type(event: Event) -> str:
+    """The wire ``type`` tag of an event (e.g. ``"turn"``)."""
+    tag: str = type(event).__struct_config__.tag  # type: ignore[assignment]
+    return tag

@@ -81,6 +81,8 @@ class BattleState:
     winner_id: str | None = None
     winning_team_id: str | None = None
     reasoning: str | None = None
+    # Turn numbers that already got a Commentary event (at most one per played turn).
+    commentary_turns: tuple[int, ...] = ()
 
 
 # --------------------------------------------------------------------------- inputs

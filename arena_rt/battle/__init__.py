@@ -1,0 +1,1 @@
+"""The battle: its pure state machine, vocabulary and (later) the runner that drives it."""

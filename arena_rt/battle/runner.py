@@ -1,0 +1,255 @@
+"""The runner: one task per live battle, the only writer of its battle.
+
+It feeds inputs to the pure machine one at a time and performs the effects in order:
+persist (group commit) → publish → reply → timers → judge/commentator beside it. State only
+advances once the step is durable; a step that cannot be persisted stops the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from arena_rt.battle import machine
+from arena_rt.battle.clock import Clock, TimerHandle
+from arena_rt.battle.committer import Committer
+from arena_rt.battle.domain import (
+    ArmTimer,
+    BattleState,
+    CancelTimer,
+    CommentaryReady,
+    Effect,
+    Emit,
+    Input,
+    JudgeAnswered,
+    JudgeFailed,
+    Opened,
+    RecordVote,
+    ReplyAck,
+    ReplyError,
+    RequestCommentary,
+    RequestJudge,
+    TimerFired,
+)
+from arena_rt.battle.intelligence import Commentator, Judge
+from arena_rt.bus import Bus
+from arena_rt.metrics import Metrics
+from arena_rt.protocol import Ack, ErrorFrame, encode
+from arena_rt.store.battle_writes import StepWrite
+
+log = logging.getLogger("arena_rt.runner")
+
+Reply = ReplyAck | ReplyError
+MAX_PENDING_INPUTS = 1_000
+
+
+class Peer(Protocol):
+    """A socket the runner can answer: sending never blocks (a bounded queue behind it)."""
+
+    id: str
+
+    def send(self, data: bytes) -> None: ...
+
+    def kick(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerDeps:
+    committer: Committer
+    bus: Bus
+    clock: Clock
+    judge: Judge
+    commentator: Commentator
+    metrics: Metrics
+    commentary_timeout_s: float = 10.0
+
+
+class Busy(Exception):
+    """The battle's input queue is full; the client should retry."""
+
+
+class Runner:
+    def __init__(self, state: BattleState, deps: RunnerDeps) -> None:
+        self.state = state
+        self._deps = deps
+        self._inbox: asyncio.Queue[tuple[Input, asyncio.Future[Reply] | None]] = asyncio.Queue()
+        self._timers: dict[str, TimerHandle] = {}
+        self._peers: dict[str, Peer] = {}
+        self._agents: dict[str, Peer] = {}
+        self._helpers: set[asyncio.Task[None]] = set()
+        self.finished = asyncio.Event()
+
+    @property
+    def battle_id(self) -> str:
+        return self.state.config.battle_id
+
+    # ----------------------------------------------------------------- inputs from outside
+
+    def register(self, peer: Peer) -> None:
+        self._peers[peer.id] = peer
+
+    def unregister(self, peer: Peer) -> None:
+        self._peers.pop(peer.id, None)
+
+    def attach_agent(self, agent_id: str, peer: Peer) -> Peer | None:
+        """Make ``peer`` the agent's socket; returns the one it replaces (to close with 4000)."""
+        previous = self._agents.get(agent_id)
+        self._agents[agent_id] = peer
+        return previous if previous is not peer else None
+
+    def detach_agent(self, agent_id: str, peer: Peer) -> bool:
+        """True when ``peer`` was still the agent's socket (so the agent is now disconnected)."""
+        if self._agents.get(agent_id) is peer:
+            del self._agents[agent_id]
+            return True
+        return False
+
+    def submit(self, inp: Input) -> None:
+        """Queue a client input; its reply goes to the peer named by its ``origin``."""
+        if self._inbox.qsize() >= MAX_PENDING_INPUTS:
+            raise Busy("battle is busy; retry shortly")
+        self._inbox.put_nowait((inp, None))
+
+    async def call(self, inp: Input) -> Reply | None:
+        """Queue an input and wait for its reply (None when the machine gave none)."""
+        if self._inbox.qsize() >= MAX_PENDING_INPUTS:
+            raise Busy("battle is busy; retry shortly")
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait((inp, future))
+        return await future
+
+    def submit_internal(self, inp: Input) -> None:
+        """Timers, helper answers, disconnects: a handful per battle at most, never refused."""
+        self._inbox.put_nowait((inp, None))
+
+    # ----------------------------------------------------------------- the loop
+
+    async def run(self) -> None:
+        try:
+            await self._handle(Opened(self._deps.clock.now_ms()), None)
+            while not machine.is_final(self.state):
+                inp, future = await self._inbox.get()
+                await self._handle(inp, future)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in self._helpers:
+            task.cancel()
+        while not self._inbox.empty():
+            _, future = self._inbox.get_nowait()
+            if future is not None and not future.done():
+                future.cancel()
+        self.finished.set()
+
+    async def _handle(self, inp: Input, future: asyncio.Future[Reply] | None) -> None:
+        state, effects = machine.step(self.state, inp)
+        events = [e.event for e in effects if isinstance(e, Emit)]
+        votes = [e.vote for e in effects if isinstance(e, RecordVote)]
+        if events or votes:
+            seats = {s.agent_id: s.team_id for s in state.seats}
+            write = StepWrite.of(self.battle_id, events, votes, seats)
+            await self._deps.committer.commit(write)  # CommitError stops this runner
+            for event, data in zip(events, write.encoded, strict=True):
+                await self._publish(event.seq, data)
+        self.state = state
+        for effect in effects:
+            self._perform(effect, future)
+        if future is not None and not future.done():
+            future.cancel()
+
+    async def _publish(self, seq: int, data: bytes) -> None:
+        try:
+            await self._deps.bus.publish(self.battle_id, seq, data)
+        except Exception:
+            # Durable already; subscribers fill the gap from the log on the next event.
+            log.exception("publish failed battle=%s seq=%d", self.battle_id, seq)
+
+    def _perform(self, effect: Effect, future: asyncio.Future[Reply] | None) -> None:
+        match effect:
+            case ReplyAck() | ReplyError():
+                if future is not None and not future.done():
+                    future.set_result(effect)
+                else:
+                    self._reply(effect)
+            case ArmTimer(name=name, fire_at=fire_at):
+                self._cancel_timer(name)
+                self._timers[name] = self._deps.clock.call_at(fire_at, self._timer_fired, name)
+            case CancelTimer(name=name):
+                self._cancel_timer(name)
+            case RequestCommentary():
+                self._spawn(self._comment(effect))
+            case RequestJudge():
+                self._spawn(self._judge(effect))
+            case Emit() | RecordVote():
+                pass  # persisted above
+
+    def _reply(self, reply: Reply) -> None:
+        peer = self._peers.get(reply.origin or "")
+        if peer is None:
+            return
+        if isinstance(reply, ReplyAck):
+            peer.send(encode(Ack(ref=reply.ref, seq=reply.seq)))
+        else:
+            peer.send(encode(ErrorFrame(code=reply.code, message=reply.message, ref=reply.ref)))
+
+    # ----------------------------------------------------------------- timers and helpers
+
+    def _cancel_timer(self, name: str) -> None:
+        handle = self._timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _timer_fired(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self.submit_internal(TimerFired(name, self._deps.clock.now_ms()))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._helpers.add(task)
+        task.add_done_callback(self._helpers.discard)
+
+    async def _comment(self, request: RequestCommentary) -> None:
+        try:
+            async with asyncio.timeout(self._deps.commentary_timeout_s):
+                text = await self._deps.commentator.comment(self.state.config, request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._deps.metrics.ai_failures.labels("commentator").inc()
+            log.warning(
+                "commentary skipped battle=%s turn=%d: %r", self.battle_id, request.turn_number, exc
+            )
+            return
+        self.submit_internal(CommentaryReady(request.turn_number, text, self._deps.clock.now_ms()))
+
+    async def _judge(self, request: RequestJudge) -> None:
+        timeout_s = self.state.config.judge_timeout_ms / 1000
+        try:
+            async with asyncio.timeout(timeout_s):
+                verdict = await self._deps.judge.judge(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._deps.metrics.ai_failures.labels("judge").inc()
+            log.warning("judge failed battle=%s: %r", self.battle_id, exc)
+            self.submit_internal(JudgeFailed(f"{type(exc).__name__}", self._deps.clock.now_ms()))
+            return
+        self.submit_internal(
+            JudgeAnswered(
+                winner_id=verdict.winner_id,
+                winning_team_id=verdict.winning_team_id,
+                reasoning=verdict.reasoning,
+                decided_by=verdict.decided_by,
+                now=self._deps.clock.now_ms(),
+            )
+        )
+
+
+RunnerFactory = Callable[[BattleState], Runner]

@@ -1,0 +1,85 @@
+"""The ``arena-rt`` command: serve, migrate, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from arena_rt.config import Settings, load_settings
+from arena_rt.errors import ConfigError
+from arena_rt.logs import configure_logging
+
+log = logging.getLogger("arena_rt")
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from arena_rt.web.app import create_app
+
+    log.info("arena_rt serving on http://%s:%d (node %s)", host, port, settings.node_id)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        ws="websockets-sansio",
+        ws_max_size=settings.limits.max_frame_bytes,
+        # Spectator sockets are many and idle; compression costs ~64 KiB per socket.
+        ws_per_message_deflate=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.timings.shutdown_grace_s) + 1,
+    )
+
+
+async def migrate(settings: Settings) -> None:
+    from arena_rt.store.db import make_engine
+    from arena_rt.store.migrate import current_revision, upgrade
+
+    engine = make_engine(settings.database_url)
+    try:
+        before = await current_revision(engine)
+        await upgrade(engine)
+        after = await current_revision(engine)
+    finally:
+        await engine.dispose()
+    log.info(
+        "schema migrated from %s to %s (%s)",
+        before or "empty",
+        after,
+        engine.url.render_as_string(),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arena-rt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the server")
+    p_serve.add_argument("--host", default="127.0.0.1")
+    p_serve.add_argument("--port", type=int, default=8000)
+    sub.add_parser("migrate", help="bring DATABASE_URL to the newest schema")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"arena-rt: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        if args.command == "serve":
+            serve(settings, args.host, args.port)
+        elif args.command == "migrate":
+            asyncio.run(migrate(settings))
+    except ConfigError as exc:
+        print(f"arena-rt: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

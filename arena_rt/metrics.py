@@ -1,0 +1,78 @@
+"""Prometheus metrics, one registry per app so several apps can live in one process (tests)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "arena_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.http_latency = Histogram(
+            "arena_http_request_seconds", "HTTP request latency", ["method", "route"], registry=r
+        )
+        self.errors = Counter(
+            "arena_errors_total", "Client-visible errors by code", ["code"], registry=r
+        )
+        self.sockets = Gauge("arena_sockets", "Open WebSockets", ["role"], registry=r)
+        self.events = Counter("arena_events_total", "Battle events persisted", registry=r)
+        self.deliveries = Counter(
+            "arena_deliveries_total", "Event frames queued to local spectators", registry=r
+        )
+        self.slow_consumers = Counter(
+            "arena_slow_consumers_total", "Spectators dropped with 4008", registry=r
+        )
+        self.live_battles = Gauge("arena_live_battles", "Battles run by this process", registry=r)
+        self.commit_seconds = Histogram("arena_commit_seconds", "Group commit latency", registry=r)
+        self.ai_failures = Counter(
+            "arena_ai_failures_total", "Judge/commentator calls that failed", ["role"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times HTTP requests by route template (not raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: list[Route]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    def _route_of(self, scope: Scope) -> str:
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return route.path
+        return "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = self._route_of(scope)
+            self.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.http_latency.labels(scope["method"], route).observe(
+                time.perf_counter() - started
+            )

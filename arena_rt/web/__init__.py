@@ -1,0 +1,1 @@
+"""The ASGI application: HTTP API, sockets, health and metrics."""

@@ -1,0 +1,121 @@
+"""One WebSocket's plumbing: a bounded outbox, its writer, and frame policing.
+
+Replies (acks, errors, pongs) go through the outbox; battle events go through the hub feed.
+Both are bounded; a socket that cannot keep up is closed with 4008 instead of slowing anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Coroutine
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from arena_rt.config import Limits
+from arena_rt.protocol import CloseCode, ErrorCode, ErrorFrame, encode
+from arena_rt.ratelimit import TokenBucket
+
+_ids = itertools.count(1)
+OUTBOX_SIZE = 256
+
+
+class Closing(Exception):
+    """Stop serving this socket and close it with ``code``."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class SocketPeer:
+    """What a runner answers: ``send`` never blocks; an overflowing outbox closes the socket."""
+
+    def __init__(self, ws: WebSocket, node_id: str, limits: Limits) -> None:
+        self.id = f"{node_id}-{next(_ids)}"
+        self.ws = ws
+        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_SIZE)
+        self.kicked: asyncio.Future[Closing] = asyncio.get_running_loop().create_future()
+        self._bucket = TokenBucket(limits.messages_per_second, limits.message_burst)
+        self._strikes = 0
+        self._max_strikes = limits.abuse_strikes
+        self._send_lock = asyncio.Lock()
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.outbox.put_nowait(data)
+        except asyncio.QueueFull:
+            self.kick(CloseCode.SLOW_CONSUMER, "slow_consumer")
+
+    def kick(self, code: int, reason: str) -> None:
+        """Ask this socket's handler to close it (from any task, e.g. a replacing socket)."""
+        if not self.kicked.done():
+            self.kicked.set_result(Closing(code, reason))
+
+    def error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        self.send(encode(ErrorFrame(code=code, message=message, ref=ref)))
+
+    def strike(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        """A bad frame: answer it, and close with 1008 when they keep coming."""
+        self.error(code, message, ref)
+        self._strikes += 1
+        if self._strikes >= self._max_strikes:
+            raise Closing(CloseCode.POLICY, "too many bad frames")
+
+    def allow_message(self) -> bool:
+        return self._bucket.take()
+
+    async def write(self, data: bytes) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(data.decode())
+
+    async def pump_outbox(self) -> None:
+        while True:
+            await self.write(await self.outbox.get())
+
+    async def wait_kicked(self) -> None:
+        raise await self.kicked
+
+
+async def receive_text(ws: WebSocket) -> str:
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text = message.get("text")
+    if text is None:
+        data = message.get("bytes") or b""
+        try:
+            return bytes(data).decode()
+        except UnicodeDecodeError:
+            return "\ufffd"  # fails to decode as JSON below: an error frame, not a crash
+    return str(text)
+
+
+async def close_quietly(ws: WebSocket, code: int, reason: str = "") -> None:
+    if (
+        ws.application_state is WebSocketState.CONNECTED
+        and ws.client_state is WebSocketState.CONNECTED
+    ):
+        with contextlib.suppress(Exception):
+            await ws.close(code, reason[:120])
+
+
+async def first_done(*coros: Coroutine[Any, Any, None]) -> None:
+    """Run together; when one ends, cancel the rest (websockets' consumer/producer pattern).
+
+    The first task's exception (e.g. ``Closing``) propagates after the others are cancelled.
+    """
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        exc = task.exception()
+        if exc is not None:
+            raise exc

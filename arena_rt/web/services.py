@@ -1,0 +1,135 @@
+"""Everything the app owns for its lifetime, built in the lifespan and torn down after it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from arena_rt.auth import KeyVerifier, SessionClaims, SessionSigner, parse_key_id
+from arena_rt.battle.clock import RealClock
+from arena_rt.battle.committer import Committer
+from arena_rt.battle.intelligence import HeuristicCommentator, HeuristicJudge
+from arena_rt.battle.ownership import LocalOwnership, Ownership, RedisOwnership
+from arena_rt.battle.runner import RunnerDeps
+from arena_rt.battle.supervisor import Supervisor
+from arena_rt.bus import Bus, from_url
+from arena_rt.bus.hub import Hub
+from arena_rt.config import Settings
+from arena_rt.errors import Unauthorized
+from arena_rt.metrics import Metrics
+from arena_rt.ratelimit import KeyedLimiter
+from arena_rt.store import agents, events
+from arena_rt.store.db import make_engine, make_sessionmaker
+from arena_rt.store.migrate import ensure_schema
+from arena_rt.store.sessions import SessionStore
+
+log = logging.getLogger("arena_rt")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    agent_id: str
+    via: str  # "key" or "session"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    db: async_sessionmaker[AsyncSession]
+    redis: Redis | None
+    bus: Bus
+    hub: Hub
+    keys: KeyVerifier
+    sessions: SessionStore
+    metrics: Metrics
+    registrations: KeyedLimiter
+    vote_limiter: KeyedLimiter
+    supervisor: Supervisor | None = field(default=None)
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """An agent from an API key or a session token; Unauthorized otherwise."""
+        if not token:
+            raise Unauthorized("missing credentials: Authorization: Bearer <apiKey or token>")
+        if token.startswith("st_"):
+            claims: SessionClaims = await self.sessions.verify(token)
+            return Principal(claims.agent_id, "session")
+        key_id = parse_key_id(token)
+        if key_id is None:
+            raise Unauthorized("malformed API key")
+        async with self.db() as session:
+            agent = await agents.agent_by_key_id(session, key_id)
+        if agent is None or not await self.keys.verify(token, agent.api_key_hash):
+            raise Unauthorized("invalid API key")
+        return Principal(agent.id, "key")
+
+    async def check_database(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def load_events_after(self, battle_id: str, after_seq: int) -> list[tuple[int, bytes]]:
+        return await events.read_after(self.db, battle_id, after_seq)
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[Services]:
+    engine = make_engine(settings.database_url)
+    db = make_sessionmaker(engine)
+    await ensure_schema(engine, create=settings.is_sqlite)
+    if settings.embedded:
+        log.info("embedded mode: data in %s, in-process bus", engine.url.database)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    bus = from_url(settings.redis_url)
+    services = Services(
+        settings=settings,
+        engine=engine,
+        db=db,
+        redis=redis,
+        bus=bus,
+        hub=Hub(bus, lambda battle_id, after: events.read_after(db, battle_id, after)),
+        keys=KeyVerifier(
+            cache_size=settings.limits.key_cache_size, ttl_s=settings.limits.key_cache_ttl_s
+        ),
+        sessions=SessionStore(
+            db, SessionSigner(settings.secret.reveal()), settings.timings.session_ttl_s, redis
+        ),
+        metrics=metrics,
+        registrations=KeyedLimiter(settings.limits.registrations_per_minute),
+        vote_limiter=KeyedLimiter(settings.limits.votes_per_minute),
+    )
+    committer = Committer(db, metrics)
+    ownership: Ownership = (
+        RedisOwnership(redis, settings.node_id)
+        if redis is not None
+        else LocalOwnership(settings.node_id)
+    )
+    deps = RunnerDeps(
+        committer=committer,
+        bus=bus,
+        clock=RealClock(),
+        judge=HeuristicJudge(),
+        commentator=HeuristicCommentator(),
+        metrics=metrics,
+        commentary_timeout_s=settings.timings.commentary_timeout_ms / 1000,
+    )
+    services.supervisor = Supervisor(db, deps, ownership, settings.timings)
+    try:
+        await bus.start()
+        await services.hub.start()
+        await committer.start()
+        await services.supervisor.start()
+        yield services
+    finally:
+        await services.supervisor.stop()
+        await committer.stop()
+        await services.hub.stop()
+        await bus.stop()
+        if redis is not None:
+            await redis.aclose()
+        await engine.dispose()

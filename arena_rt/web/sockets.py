@@ -1,0 +1,334 @@
+"""Agent and spectator sockets (PROTOCOL.md section 2).
+
+Each socket runs three things together and stops them together: the reader (frames in), the
+event pump (the battle's events from the hub, resumed by ``since``), and the outbox pump
+(acks, errors, pongs). Game logic is not here: frames become machine inputs for the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import msgspec
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from arena_rt.battle.domain import CastVote, Disconnect, Join, Leave, ReplyError, SubmitTurn
+from arena_rt.battle.machine import find_seat
+from arena_rt.battle.runner import Busy, Runner
+from arena_rt.bus.base import FeedClosedError, FeedClosedReason
+from arena_rt.bus.hub import Feed, resume
+from arena_rt.errors import ArenaError, NotFound, Unauthorized, error_for
+from arena_rt.protocol import (
+    AgentIdentity,
+    AuthFrame,
+    CloseCode,
+    ErrorCode,
+    LeaveFrame,
+    PingFrame,
+    Pong,
+    Snapshot,
+    TurnFrame,
+    VoteFrame,
+    Welcome,
+    agent_frame_decoder,
+    encode,
+    spectator_frame_decoder,
+)
+from arena_rt.sanitize import clean_text
+from arena_rt.store import battles
+from arena_rt.store.models import Battle
+from arena_rt.store.transcript import turn_views
+from arena_rt.web.connection import (
+    Closing,
+    SocketPeer,
+    close_quietly,
+    first_done,
+    receive_text,
+)
+from arena_rt.web.services import Principal, Services
+
+log = logging.getLogger("arena_rt.sockets")
+
+_CLOSE_FOR = {
+    ErrorCode.BATTLE_FULL: CloseCode.BATTLE_FULL,
+    ErrorCode.NOT_FOUND: CloseCode.NOT_FOUND,
+    ErrorCode.UNAUTHORIZED: CloseCode.UNAUTHORIZED,
+    ErrorCode.NOT_OWNER: CloseCode.NOT_OWNER,
+}
+
+
+def _services(ws: WebSocket) -> Services:
+    found: Services = ws.state.services
+    return found
+
+
+def _since(ws: WebSocket) -> int | None:
+    raw = ws.query_params.get("since")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise Closing(CloseCode.POLICY, "since must be a non-negative integer")
+    return int(raw)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def _battle(svc: Services, ws: WebSocket) -> Battle:
+    async with svc.db() as session:
+        return await battles.battle_by_room(session, ws.path_params["room_code"])
+
+
+async def _authenticate(svc: Services, ws: WebSocket) -> Principal:
+    """Header first; else the first frame must be ``auth`` within the configured time."""
+    header = ws.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return await svc.authenticate(token.strip())
+    try:
+        async with asyncio.timeout(svc.settings.limits.auth_timeout_s):
+            raw = await receive_text(ws)
+    except TimeoutError as exc:
+        raise Unauthorized("no credentials within the auth timeout") from exc
+    try:
+        frame = agent_frame_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise Unauthorized('the first frame must be {"type": "auth", "token": …}') from exc
+    if not isinstance(frame, AuthFrame):
+        raise Unauthorized('the first frame must be {"type": "auth", "token": …}')
+    return await svc.authenticate(frame.token)
+
+
+async def _fail(ws: WebSocket, error: ArenaError, code: int | None = None) -> None:
+    await ws.send_text(
+        encode({"type": "error", "code": error.code.value, "message": error.message}).decode()
+    )
+    await close_quietly(ws, code or _CLOSE_FOR.get(error.code, CloseCode.POLICY), error.code.value)
+
+
+_FEED_CLOSE = {
+    FeedClosedReason.OVERFLOW: (CloseCode.SLOW_CONSUMER, "slow_consumer"),
+    FeedClosedReason.GAP: (1011, "missed events; resume with since"),
+    FeedClosedReason.SHUTDOWN: (CloseCode.GOING_AWAY, "server going away"),
+}
+
+
+async def _pump_events(peer: SocketPeer, feed: Feed, after: int) -> None:
+    """The battle's events after ``after``, then live ones, until the feed closes."""
+    try:
+        async with contextlib.aclosing(resume(feed, after)) as events:
+            async for _seq, data in events:
+                await peer.write(data)
+    except FeedClosedError as exc:
+        raise Closing(*_FEED_CLOSE[exc.reason]) from exc
+
+
+# --------------------------------------------------------------------------- agents
+
+
+async def agent_socket(ws: WebSocket) -> None:
+    svc = _services(ws)
+    await ws.accept()
+    svc.metrics.sockets.labels("agent").inc()
+    try:
+        await _serve_agent(svc, ws)
+    except WebSocketDisconnect:
+        pass
+    except Closing as closing:
+        await close_quietly(ws, closing.code, closing.reason)
+    finally:
+        svc.metrics.sockets.labels("agent").dec()
+
+
+async def _serve_agent(svc: Services, ws: WebSocket) -> None:
+    since = _since(ws)
+    try:
+        principal = await _authenticate(svc, ws)
+        battle = await _battle(svc, ws)
+        assert svc.supervisor is not None
+        runner = await svc.supervisor.runner_for(battle)
+    except ArenaError as error:
+        code = CloseCode.UNAUTHORIZED if isinstance(error, Unauthorized) else None
+        code = CloseCode.NOT_FOUND if isinstance(error, NotFound) else code
+        await _fail(ws, error, code)
+        return
+    agent_id = principal.agent_id
+    peer = SocketPeer(ws, svc.settings.node_id, svc.settings.limits)
+    async with svc.hub.watch(battle.id, queue_size=svc.settings.limits.spectator_queue) as feed:
+        runner.register(peer)
+        try:
+            reply = await runner.call(
+                Join(agent_id, _now_ms(), team_id=ws.query_params.get("team"), origin=peer.id)
+            )
+            if isinstance(reply, ReplyError):
+                await _fail(ws, error_for(reply.code, reply.message))
+                return
+            previous = runner.attach_agent(agent_id, peer)
+            if previous is not None:
+                previous.kick(CloseCode.REPLACED, "replaced")
+            seat = find_seat(runner.state, agent_id)
+            assert seat is not None
+            token, expires_at = await svc.sessions.create(agent_id, {"battleId": battle.id})
+            async with svc.db() as session:
+                resource = await battles.battle_resource(session, battle)
+            welcome = Welcome(
+                battle=msgspec.to_builtins(resource),
+                you=AgentIdentity(agent_id, seat.position, seat.team_id),
+                session_token=token,
+                session_expires_at=expires_at,
+                last_seq=resource.last_seq,
+            )
+            await peer.write(encode(welcome))
+            log.info(
+                "agent attached battle=%s agent=%s peer=%s", battle.room_code, agent_id, peer.id
+            )
+            await first_done(
+                _read_agent(runner, peer, agent_id),
+                _pump_events(peer, feed, resource.last_seq if since is None else since),
+                peer.pump_outbox(),
+                peer.wait_kicked(),
+            )
+        finally:
+            runner.unregister(peer)
+            if runner.detach_agent(agent_id, peer):
+                runner.submit_internal(Disconnect(agent_id, _now_ms()))
+
+
+async def _read_agent(runner: Runner, peer: SocketPeer, agent_id: str) -> None:
+    limits_chars = peer_content_limit(peer)
+    while True:
+        raw = await receive_text(peer.ws)
+        if not peer.allow_message():
+            peer.strike(ErrorCode.RATE_LIMITED, "too many messages; slow down")
+            continue
+        try:
+            frame = agent_frame_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            peer.strike(ErrorCode.BAD_MESSAGE, f"bad frame: {exc}")
+            continue
+        try:
+            match frame:
+                case PingFrame(t=t):
+                    peer.send(encode(Pong(t=t)))
+                case TurnFrame(turn_number=number, content=content, ref=ref):
+                    text = clean_text(content)
+                    if len(text) > limits_chars:
+                        peer.error(
+                            ErrorCode.TOO_LARGE, f"content is over {limits_chars} characters", ref
+                        )
+                        continue
+                    runner.submit(
+                        SubmitTurn(agent_id, number, text, _now_ms(), origin=peer.id, ref=ref)
+                    )
+                case VoteFrame(target_agent_id=target, idempotency_key=key, ref=ref):
+                    runner.submit(
+                        CastVote(target, key, _now_ms(), voter_id=agent_id, origin=peer.id, ref=ref)
+                    )
+                case LeaveFrame(ref=ref):
+                    runner.submit(Leave(agent_id, _now_ms(), origin=peer.id, ref=ref))
+                case AuthFrame():
+                    peer.strike(ErrorCode.BAD_MESSAGE, "already authenticated")
+        except Busy as exc:
+            peer.error(ErrorCode.RATE_LIMITED, str(exc), getattr(frame, "ref", None))
+
+
+def peer_content_limit(peer: SocketPeer) -> int:
+    svc = _services(peer.ws)
+    return svc.settings.limits.max_content_chars
+
+
+# --------------------------------------------------------------------------- spectators
+
+
+async def spectator_socket(ws: WebSocket) -> None:
+    svc = _services(ws)
+    await ws.accept()
+    svc.metrics.sockets.labels("spectator").inc()
+    try:
+        await _serve_spectator(svc, ws)
+    except WebSocketDisconnect:
+        pass
+    except Closing as closing:
+        if closing.code == CloseCode.SLOW_CONSUMER:
+            svc.metrics.slow_consumers.inc()
+        await close_quietly(ws, closing.code, closing.reason)
+    finally:
+        svc.metrics.sockets.labels("spectator").dec()
+
+
+async def _serve_spectator(svc: Services, ws: WebSocket) -> None:
+    since = _since(ws)
+    try:
+        battle = await _battle(svc, ws)
+    except ArenaError as error:
+        await _fail(ws, error, CloseCode.NOT_FOUND)
+        return
+    limits = svc.settings.limits
+    if svc.hub.local_count(battle.id) >= limits.spectators_per_battle:
+        await _fail(ws, error_for(ErrorCode.BATTLE_FULL, "spectator limit reached for this battle"))
+        return
+    peer = SocketPeer(ws, svc.settings.node_id, limits)
+    voting_runners: set[Runner] = set()
+    async with svc.hub.watch(battle.id, queue_size=limits.spectator_queue) as feed:
+        if since is None:
+            async with svc.db() as session:
+                resource = await battles.battle_resource(session, battle)
+                turns = await turn_views(session, battle.id)
+            snapshot = Snapshot(
+                battle=msgspec.to_builtins(resource), turns=turns, last_seq=resource.last_seq
+            )
+            await peer.write(encode(snapshot))
+            since = resource.last_seq
+        try:
+            await first_done(
+                _read_spectator(svc, battle, peer, voting_runners),
+                _pump_events(peer, feed, since),
+                peer.pump_outbox(),
+                peer.wait_kicked(),
+            )
+        finally:
+            for runner in voting_runners:
+                runner.unregister(peer)
+
+
+async def _read_spectator(
+    svc: Services, battle: Battle, peer: SocketPeer, voting_runners: set[Runner]
+) -> None:
+    while True:
+        raw = await receive_text(peer.ws)
+        if not peer.allow_message():
+            peer.strike(ErrorCode.RATE_LIMITED, "too many messages; slow down")
+            continue
+        try:
+            frame = spectator_frame_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            peer.strike(ErrorCode.BAD_MESSAGE, f"bad frame: {exc}")
+            continue
+        match frame:
+            case PingFrame(t=t):
+                peer.send(encode(Pong(t=t)))
+            case VoteFrame(target_agent_id=target, idempotency_key=key, ref=ref):
+                try:
+                    assert svc.supervisor is not None
+                    runner = await svc.supervisor.runner_for(battle)
+                    runner.register(peer)
+                    voting_runners.add(runner)
+                    runner.submit(
+                        CastVote(
+                            target, key, _now_ms(), connection_id=peer.id, origin=peer.id, ref=ref
+                        )
+                    )
+                except (ArenaError, Busy) as exc:
+                    code = exc.code if isinstance(exc, ArenaError) else ErrorCode.RATE_LIMITED
+                    peer.error(code, str(exc), ref)
+
+
+routes = [
+    WebSocketRoute("/ws/battles/{room_code}/agent", agent_socket),
+    WebSocketRoute("/ws/battles/{room_code}/spectate", spectator_socket),
+]
