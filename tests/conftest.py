@@ -10,15 +10,24 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
 from arena_rt.config import Settings
-from tests.support import TEST_SECRET, run_server, settings_for
+from tests.support import TEST_SECRET, run_server, settings_for, spawn_server
+
+
+def run_in_thread(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a coroutine to completion on its own loop, even when called from inside a loop."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(make())).result()
+
 
 PG_ADMIN = os.environ.get("ARENA_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ARENA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -39,7 +48,7 @@ def pg_url() -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    run_in_thread(lambda: admin(f'CREATE DATABASE "{name}"'))
     try:
         yield (
             PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
@@ -47,7 +56,7 @@ def pg_url() -> Iterator[str]:
             + name
         )
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_in_thread(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +69,7 @@ def migrated_pg(pg_url: str) -> str:
         await upgrade(engine)
         await engine.dispose()
 
-    asyncio.run(run())
+    run_in_thread(run)
     return pg_url
 
 
@@ -105,3 +114,13 @@ async def base_url(settings: Settings) -> AsyncIterator[str]:
 async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def server_process(
+    backend_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``arena-rt serve`` as its own OS process, in the current configuration."""
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with spawn_server(backend_env, log_path) as url:
+        yield url

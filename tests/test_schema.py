@@ -232,6 +232,7 @@ async def test_agents_are_protected_by_restrict(engine: AsyncEngine, child: str)
     maker = make_sessionmaker(engine)
     async with maker() as session:
         a, b = await _agent(session), await _agent(session)
+        agent_id = a.id
         battle = await _battle(session)
         row: Any = {
             "participant": BattleParticipant(battle_id=battle.id, agent_id=a.id, position=1),
@@ -254,7 +255,8 @@ async def test_agents_are_protected_by_restrict(engine: AsyncEngine, child: str)
             await session.execute(delete(Agent).where(Agent.id == a.id))
             await session.commit()
         await session.rollback()
-        assert await session.get(Agent, a.id) is not None
+    async with maker() as session:
+        assert await session.scalar(select(Agent.id).where(Agent.id == agent_id)) == agent_id
 
 
 async def test_sessions_go_with_their_agent(engine: AsyncEngine) -> None:

@@ -10,6 +10,17 @@ one transaction), then ``ReplyAck``/``ReplyError``, then ``CancelTimer``/``ArmTi
 Timers: ``state.timers`` is exactly what the ``ArmTimer``/``CancelTimer`` effects say, except that
 a ``TimerFired`` that is not stale consumes its timer (the runner's timer has gone off), which the
 machine drops from ``state.timers`` without emitting ``CancelTimer``.
+
+Choices where the rules leave room (the protocol document should repeat them):
+- Join by an unseated agent: ``battle_full`` in STARTING, ``invalid_state`` from IN_PROGRESS on.
+  Join by a seated agent is a reconnect in every state (acked, no event; no change once final).
+- A turn from a non-participant is ``forbidden``; a leave from one is ``not_found``.
+- Leave in VOTING/JUDGING emits ``participant_left`` and marks the seat forfeited; voting and
+  judging go on unchanged and votes for that agent still count. Leave once final: a bare ack.
+- Disconnect arms a grace timer only while the seat can still be lost (LOBBY to IN_PROGRESS);
+  a second Disconnect keeps the first deadline.
+- Opened re-arms every timer the state holds and keeps held deadlines; in JUDGING it asks the
+  judge again with a fresh timeout. Tallies list every seated agent, zeros included.
 """
 
 from __future__ import annotations
@@ -295,8 +306,8 @@ class _Step:
 
     def cancel(self, name: str) -> None:
         if _armed_at(self.state, name) is None:
-            return
-        self.state = replace(self.state, timers=tuple(t for t in self.state.timers if t[0] != name))
+            return  # no CancelTimer for what isn't armed: effects mirror state.timers exactly
+        self.consume(name)
         self.effects.append(CancelTimer(name))
 
     def cancel_all(self) -> None:
@@ -304,7 +315,7 @@ class _Step:
             self.cancel(name)
 
     def consume(self, name: str) -> None:
-        """Forget a timer that has gone off (the runner no longer holds it)."""
+        """Forget a timer without an effect: it has gone off, the runner no longer holds it."""
         self.state = replace(self.state, timers=tuple(t for t in self.state.timers if t[0] != name))
 
     def ack(self, origin: str | None, ref: str | None, seq: int | None = None) -> None:
@@ -542,7 +553,7 @@ def _free_seat(b: _Step, seat: Seat, reason: str) -> int:
     if b.state.status == Status.STARTING:
         b.set_status(Status.LOBBY, reason)
         b.cancel(TIMER_START)
-    pass
+    b.arm(TIMER_LOBBY, b.now + b.state.config.lobby_timeout_ms)
     return seq
 
 

@@ -180,7 +180,9 @@ class Runner:
                     self._reply(effect)
             case ArmTimer(name=name, fire_at=fire_at):
                 self._cancel_timer(name)
-                self._timers[name] = self._deps.clock.call_at(fire_at, self._timer_fired, name)
+                self._timers[name] = self._deps.clock.call_at(
+                    fire_at, lambda timer, due=fire_at: self._timer_fired(timer, due), name
+                )
             case CancelTimer(name=name):
                 self._cancel_timer(name)
             case RequestCommentary():
@@ -206,9 +208,11 @@ class Runner:
         if handle is not None:
             handle.cancel()
 
-    def _timer_fired(self, name: str) -> None:
+    def _timer_fired(self, name: str, due: int) -> None:
         self._timers.pop(name, None)
-        self.submit_internal(TimerFired(name, self._deps.clock.now_ms()))
+        # Event loops fire timers up to their clock resolution early, and wall time may step:
+        # never report a time before the deadline, or the machine would take it as stale.
+        self.submit_internal(TimerFired(name, max(self._deps.clock.now_ms(), due)))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from arena_rt.bus.base import (
@@ -163,6 +163,7 @@ class Hub:
         self._requests: dict[str, None] = {}  # battles waiting for a fill (an ordered set)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.fills = 0  # fills run so far (each one follows a gap or a reconnect)
         bus.bind(self.on_message, self.on_reconnect)
 
     # ------------------------------------------------------------------ lifecycle
@@ -343,6 +344,7 @@ class Hub:
                     if channel is None or channel.fill is not _FillState.QUEUED:
                         continue
                     channel.fill = _FillState.RUNNING
+                    self.fills += 1
                     tasks.create_task(self._fill(battle_id, channel), name=f"hub-fill:{battle_id}")
 
     async def _fill(self, battle_id: str, channel: _Channel) -> None:
@@ -423,7 +425,7 @@ def _log_crash(task: asyncio.Task[None]) -> None:
         log.error("hub task crashed; stop() will raise it", exc_info=task.exception())
 
 
-async def resume(feed: Feed, since: int) -> AsyncIterator[tuple[int, bytes]]:
+async def resume(feed: Feed, since: int) -> AsyncGenerator[tuple[int, bytes], None]:
     """Every event of the feed's battle with ``seq > since``, in order, then live ones; no gap,
     no duplicate. Enter ``hub.watch()`` first (live events queue up meanwhile); this replays
     from the bus history (else the database) and then reads the queue, skipping what it has

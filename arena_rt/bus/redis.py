@@ -178,6 +178,7 @@ class RedisBus(Bus):
                     crash = exc
         finally:
             self._conn = None
+            self._connected.clear()
             for futures in [
                 *self._unsent.values(),
                 *(f for q in self._pending.values() for f in q),
@@ -280,10 +281,13 @@ class RedisBus(Bus):
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         async with self._write_lock:
             self._wanted.add(battle_id)
-            if not await self._send("SUBSCRIBE", self.channel(battle_id)):
-                self._unsent.setdefault(battle_id, []).append(fut)
+            if self._conn is None:
+                self._unsent.setdefault(battle_id, []).append(fut)  # sent on (re)connect
             else:
+                # Queued before the write: the reader may see the confirmation before the
+                # write returns. If the write fails, the reconnect answers it all the same.
                 self._pending.setdefault(battle_id, deque()).append([fut])
+                await self._send("SUBSCRIBE", self.channel(battle_id))
         try:
             async with asyncio.timeout(self._subscribe_timeout):
                 await fut
@@ -330,8 +334,8 @@ class RedisBus(Bus):
             try:
                 # AbstractConnection.connect() carries no annotations in redis-py.
                 await cast(Callable[[], Awaitable[None]], conn.connect)()
-                await self._serve(conn, reconnected=ever_up, attempts=attempt + 1)
-            except (*_TRANSIENT, ResponseError) as exc:
+                await self._serve(conn, reconnected=ever_up, attempts=max(attempt, 1))
+            except (RedisError, OSError) as exc:  # anything wrong with the connection
                 if self._connected.is_set() or attempt == 0:
                     log.warning("bus listener %s lost Redis: %s", self.listener_name, exc)
                 else:

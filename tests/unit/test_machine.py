@@ -150,6 +150,10 @@ class Driver:
     def advance(self, ms: int) -> None:
         self.now += ms
 
+    def status(self) -> Status:
+        # A call, not an attribute, so type checkers don't narrow it across steps.
+        return self.state.status
+
     def timer(self, name: str) -> int | None:
         return dict(self.state.timers).get(name)
 
@@ -206,35 +210,35 @@ def seated(mode: Mode = H2H, **overrides: object) -> Driver:
     d = lobby(mode, **overrides)
     for agent in AGENTS[mode]:
         d.join(agent, team_of(agent))
-    assert d.state.status == Status.STARTING
+    assert d.status() == Status.STARTING
     return d
 
 
 def started(mode: Mode = H2H, **overrides: object) -> Driver:
     d = seated(mode, **overrides)
     d.fire("start")
-    assert d.state.status == Status.IN_PROGRESS
+    assert d.status() == Status.IN_PROGRESS
     return d
 
 
 def voting(mode: Mode = H2H, **overrides: object) -> Driver:
     d = started(mode, **overrides)
     d.play_all_turns()
-    assert d.state.status == Status.VOTING
+    assert d.status() == Status.VOTING
     return d
 
 
 def judging(mode: Mode = H2H, **overrides: object) -> Driver:
     d = voting(mode, **overrides)
     d.fire("vote")
-    assert d.state.status == Status.JUDGING
+    assert d.status() == Status.JUDGING
     return d
 
 
 def completed(mode: Mode = H2H) -> Driver:
     d = judging(mode)
     d.send(JudgeAnswered(PLAY_ORDER[mode][0], "Sharper arguments.", d.now))
-    assert d.state.status == Status.COMPLETED
+    assert d.status() == Status.COMPLETED
     return d
 
 
@@ -310,7 +314,7 @@ def test_lobby_idle_timeout_cancels() -> None:
     d = lobby()
     d.join("ann")
     effects = d.fire("lobby")
-    assert d.state.status == Status.CANCELLED
+    assert d.status() == Status.CANCELLED
     [event] = emitted(effects)
     assert isinstance(event, StateChanged)
     assert (event.status, event.previous, event.reason) == (
@@ -413,7 +417,7 @@ def test_join_takes_seats_in_order_and_starts_when_full() -> None:
     assert (changed.status, changed.previous) == (Status.STARTING, Status.LOBBY)
     assert CancelTimer("lobby") in effects
     assert ArmTimer("start", d.now + 10_000) in effects
-    assert d.state.status == Status.STARTING
+    assert d.status() == Status.STARTING
     assert d.timer("lobby") is None
 
 
@@ -425,7 +429,7 @@ def test_join_resets_the_lobby_idle_timer() -> None:
     assert d.timer("lobby") == d.now + 600_000
     d.now = first_deadline  # type: ignore[assignment]
     assert d.send(TimerFired("lobby", d.now)) == []  # early for the new deadline: stale
-    assert d.state.status == Status.LOBBY
+    assert d.status() == Status.LOBBY
 
 
 def test_rejoin_by_seated_agent_is_a_reconnect() -> None:
@@ -495,9 +499,9 @@ def test_free_for_all_starts_only_when_every_seat_is_taken() -> None:
     d = lobby(FFA, max_participants=5)
     for agent in ("p1", "p2", "p3", "p4"):
         d.join(agent)
-    assert d.state.status == Status.LOBBY
+    assert d.status() == Status.LOBBY
     d.join("p5")
-    assert d.state.status == Status.STARTING
+    assert d.status() == Status.STARTING
 
 
 def test_free_for_all_plays_in_position_order() -> None:
@@ -547,7 +551,7 @@ def test_team_auto_assignment_uses_claimed_ids() -> None:
     d.join("x4")
     teams = {s.agent_id: s.team_id for s in d.state.seats}
     assert teams == {"x1": "red", "x2": "A", "x3": "red", "x4": "A"}
-    assert d.state.status == Status.STARTING
+    assert d.status() == Status.STARTING
 
 
 def test_team_custom_ids_then_auto_assignment() -> None:
@@ -573,9 +577,9 @@ def test_team_battle_starts_only_when_both_teams_are_full() -> None:
     d = lobby(TEAM, max_participants=6)
     for agent, team in (("a1", "A"), ("a2", "A"), ("a3", "A"), ("b1", "B"), ("b2", "B")):
         d.join(agent, team)
-    assert d.state.status == Status.LOBBY
+    assert d.status() == Status.LOBBY
     d.join("b3")
-    assert d.state.status == Status.STARTING
+    assert d.status() == Status.STARTING
 
 
 # --------------------------------------------------------------------------- leaving
@@ -606,9 +610,9 @@ def test_leave_while_starting_returns_to_lobby() -> None:
     )
     assert CancelTimer("start") in effects
     assert ArmTimer("lobby", d.now + 600_000) in effects
-    assert d.state.status == Status.LOBBY
+    assert d.status() == Status.LOBBY
     d.join("carol")
-    assert d.state.status == Status.STARTING
+    assert d.status() == Status.STARTING
 
 
 def test_leave_by_a_stranger_is_not_found() -> None:
@@ -647,7 +651,7 @@ def test_head_to_head_leave_on_own_turn_skips_it_then_forfeits() -> None:
 def test_free_for_all_forfeit_skips_the_leavers_later_turns() -> None:
     d = started(FFA)
     d.leave("p2")  # while p1 speaks
-    assert d.state.status == Status.IN_PROGRESS
+    assert d.status() == Status.IN_PROGRESS
     effects = d.submit()  # p1's turn 1; turn 2 (p2) is skipped at once, p3 starts turn 3
     assert event_types(effects) == [TurnPlayed, TurnSkipped, TurnStarted]
     skipped, begun = emitted(effects)[1:]
@@ -667,22 +671,22 @@ def test_free_for_all_last_one_standing_wins_by_forfeit() -> None:
     d = started(FFA)
     d.leave("p2")
     d.leave("p3")
-    assert d.state.status == Status.IN_PROGRESS
+    assert d.status() == Status.IN_PROGRESS
     effects = d.leave("p1")  # p1 was speaking: skipped, then p4 is alone
     assert event_types(effects) == [ParticipantLeft, TurnSkipped, Result, StateChanged]
-    assert d.state.status == Status.COMPLETED
+    assert d.status() == Status.COMPLETED
     assert d.state.winner_id == "p4"
 
 
 def test_team_forfeit_needs_a_whole_team_to_leave() -> None:
     d = started(TEAM)
     d.leave("b1")
-    assert d.state.status == Status.IN_PROGRESS
+    assert d.status() == Status.IN_PROGRESS
     effects = d.leave("b2")
     result = next(e for e in emitted(effects) if isinstance(e, Result))
     assert result.winning_team_id == "A" and result.winner_id is None
     assert result.decided_by == "forfeit"
-    assert d.state.status == Status.COMPLETED
+    assert d.status() == Status.COMPLETED
     assert d.state.winning_team_id == "A"
 
 
@@ -695,7 +699,7 @@ def test_team_forfeited_member_turns_are_skipped() -> None:
         (3, "a2", "forfeit"),
         (7, "a2", "forfeit"),
     ]
-    assert d.state.status == Status.VOTING
+    assert d.status() == Status.VOTING
 
 
 def test_second_leave_after_forfeit_is_acked_without_events() -> None:
@@ -713,16 +717,16 @@ def test_leave_in_voting_marks_forfeit_but_voting_goes_on() -> None:
     assert event_types(effects) == [ParticipantLeft]
     seat = find_seat(d.state, "bob")
     assert seat is not None and seat.forfeited
-    assert d.state.status == Status.VOTING
+    assert d.status() == Status.VOTING
     d.vote("bob", "k1")  # still a valid target
     d.fire("vote")
-    assert d.state.status == Status.JUDGING
+    assert d.status() == Status.JUDGING
 
 
 def test_leave_in_judging_changes_nothing_in_the_outcome_flow() -> None:
     d = judging()
     d.leave("ann")
-    assert d.state.status == Status.JUDGING
+    assert d.status() == Status.JUDGING
     d.send(JudgeAnswered("ann", "Still better.", d.now))
     assert d.state.winner_id == "ann"
 
@@ -785,7 +789,7 @@ def test_grace_expiry_while_starting_returns_to_lobby() -> None:
     assert event_types(effects) == [ParticipantLeft, StateChanged]
     changed = emitted(effects)[1]
     assert isinstance(changed, StateChanged) and changed.reason == "participant disconnected"
-    assert d.state.status == Status.LOBBY
+    assert d.status() == Status.LOBBY
     assert d.timer("start") is None
 
 
@@ -794,7 +798,7 @@ def test_grace_expiry_in_progress_forfeits() -> None:
     d.disconnect("bob")
     effects = d.fire("grace:bob")
     assert event_types(effects)[0] is ParticipantLeft
-    assert d.state.status == Status.COMPLETED
+    assert d.status() == Status.COMPLETED
     assert d.state.winner_id == "ann"
 
 
@@ -802,11 +806,11 @@ def test_grace_expiry_after_play_ended_does_nothing() -> None:
     d = started()
     d.disconnect("bob")
     d.play_all_turns()  # bob's turns are submitted anyway in this test
-    assert d.state.status == Status.VOTING
+    assert d.status() == Status.VOTING
     before_events = len(d.log)
     assert emitted(d.fire("grace:bob")) == []
     assert len(d.log) == before_events
-    assert d.state.status == Status.VOTING
+    assert d.status() == Status.VOTING
 
 
 def test_disconnect_in_voting_arms_no_grace() -> None:
@@ -999,7 +1003,7 @@ def test_after_the_last_turn_voting_starts(mode: Mode) -> None:
     assert voting_started.deadline_at == d.now + 30_000
     assert CancelTimer("turn") in effects
     assert ArmTimer("vote", d.now + 30_000) in effects
-    assert d.state.status == Status.VOTING
+    assert d.status() == Status.VOTING
     assert d.timer("turn") is None
 
 
@@ -1184,7 +1188,7 @@ def test_judge_answer_completes_the_battle() -> None:
 def test_judge_may_declare_a_draw() -> None:
     d = judging()
     d.send(JudgeAnswered(None, "Evenly matched.", d.now))
-    assert d.state.status == Status.COMPLETED and d.state.winner_id is None
+    assert d.status() == Status.COMPLETED and d.state.winner_id is None
 
 
 def test_judge_answer_naming_a_stranger_falls_back_to_the_tally() -> None:
@@ -1220,7 +1224,7 @@ def test_judge_failure_decides_by_tally() -> None:
     assert result.winner_id == "bob" and result.decided_by == "tally"
     assert "judge failed" in result.reasoning and "tally" in result.reasoning
     assert result.tally == {"ann": 1, "bob": 2}
-    assert d.state.status == Status.COMPLETED
+    assert d.status() == Status.COMPLETED
 
 
 def test_judge_timeout_decides_by_tally() -> None:
@@ -1230,7 +1234,7 @@ def test_judge_timeout_decides_by_tally() -> None:
     assert isinstance(result, Result)
     assert "timed out" in result.reasoning and "Draw" in result.reasoning
     assert result.winner_id is None
-    assert d.state.status == Status.COMPLETED
+    assert d.status() == Status.COMPLETED
 
 
 def test_a_tied_tally_is_a_draw_never_a_win_by_position() -> None:
@@ -1261,7 +1265,7 @@ def test_without_a_judge_the_tally_decides_at_once() -> None:
     effects = d.fire("vote")
     assert event_types(effects) == [VoteTally, StateChanged, Result, StateChanged]
     assert only(effects, RequestJudge) == []
-    assert d.state.status == Status.COMPLETED
+    assert d.status() == Status.COMPLETED
     assert d.state.winner_id == "p3"
     assert d.state.timers == ()
 
@@ -1346,7 +1350,7 @@ def test_full_game_to_completed(mode: Mode) -> None:
     team = team_of(agents[1]) if mode == TEAM else None
     winner = None if mode == TEAM else agents[1]
     d.send(JudgeAnswered(winner, "Clear and concise.", d.now, winning_team_id=team))
-    assert d.state.status == Status.COMPLETED
+    assert d.status() == Status.COMPLETED
     assert (d.state.winner_id, d.state.winning_team_id) == (winner, team)
     statuses = [e.status for e in d.log if isinstance(e, StateChanged)]
     assert statuses == [
@@ -1369,7 +1373,7 @@ def test_full_game_where_nobody_speaks_or_votes_is_a_draw(mode: Mode) -> None:
     assert skipped == list(range(1, d.state.config.max_turns + 1))
     d.fire("vote")
     d.fire("judge")
-    assert d.state.status == Status.COMPLETED
+    assert d.status() == Status.COMPLETED
     assert d.state.winner_id is None and d.state.winning_team_id is None
     [result] = [e for e in d.log if isinstance(e, Result)]
     assert "Draw" in result.reasoning

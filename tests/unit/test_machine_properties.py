@@ -246,8 +246,14 @@ class Checker:
         if is_final(after):
             assert after.timers == ()
         else:
-            # After Opened, every live status has its own timer armed: nothing can hang.
-            assert STATUS_TIMERS[after.status] in dict(after.timers)
+            # After Opened, every live status has its own timer armed (nothing can hang) and no
+            # timer of another phase lingers; grace timers and the vote tally are the extras.
+            phase_timers = {n for n, _ in after.timers if not n.startswith("grace:")}
+            allowed = {STATUS_TIMERS[after.status]}
+            if after.status == Status.VOTING:
+                allowed.add("tally")
+            assert STATUS_TIMERS[after.status] in phase_timers
+            assert phase_timers <= allowed, f"{phase_timers} armed in {after.status}"
         if any(isinstance(e, ReplyError) for e in effects):
             assert after == before, "a refused input changed the state"
         numbers = [t.turn_number for t in after.turns]
