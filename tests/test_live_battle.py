@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.clients import Bot, connect, agent_path, spectator_path
+from tests.clients import Bot, agent_path, connect, spectator_path
 from tests.helpers_http import auth, create_battle, register
 
 FAST = {"startDelayMs": 200, "turnDurationMs": 3000, "voteDurationMs": 600}
