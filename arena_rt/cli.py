@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_serve.add_argument("--host", default="127.0.0.1")
     p_serve.add_argument("--port", type=int, default=8000)
     sub.add_parser("migrate", help="bring DATABASE_URL to the newest schema")
+    p_demo = sub.add_parser("demo", help="embedded server + two bots playing a short battle")
+    p_demo.add_argument("--host", default="127.0.0.1")
+    p_demo.add_argument("--port", type=int, default=8000)
     return parser
 
 
@@ -75,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             serve(settings, args.host, args.port)
         elif args.command == "migrate":
             asyncio.run(migrate(settings))
+        elif args.command == "demo":
+            from arena_rt.demo import run_demo
+
+            asyncio.run(run_demo(settings, args.host, args.port))
     except ConfigError as exc:
         print(f"arena-rt: {exc}", file=sys.stderr)
         return 2

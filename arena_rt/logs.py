@@ -17,3 +17,6 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Chatty libraries: their INFO lines are per request or per migration step.
+    for name in ("httpx", "alembic", "uvicorn.access"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

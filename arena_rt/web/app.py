@@ -18,7 +18,7 @@ from arena_rt.config import Settings, load_settings
 from arena_rt.errors import ArenaError
 from arena_rt.metrics import Metrics, MetricsMiddleware
 from arena_rt.protocol import ErrorCode
-from arena_rt.web import http, live_http, sockets
+from arena_rt.web import http, live_http, pages, sockets
 from arena_rt.web.services import open_services
 
 log = logging.getLogger("arena_rt")
@@ -40,7 +40,7 @@ def error_body(code: ErrorCode, message: str) -> dict[str, Any]:
 
 
 def build_routes() -> list[BaseRoute]:
-    return [*http.routes, *live_http.routes, *sockets.routes]
+    return [*http.routes, *live_http.routes, *sockets.routes, *pages.routes]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
