@@ -116,10 +116,8 @@ async def run_demo(settings: Settings, host: str, port: int) -> None:
             )
             created.raise_for_status()
             room = created.json()["roomCode"]
-        print(
-            f"\n  Watch the battle: {base}/battles/{room}\n  Event log:        {base}/api/battles/{room}/events\n",
-            flush=True,
-        )
+        print(f"\n  Watch the battle: {base}/battles/{room}", flush=True)
+        print(f"  Event log:        {base}/api/battles/{room}/events\n", flush=True)
         async with asyncio.TaskGroup() as group:
             for stance, agent in bots:
                 group.create_task(play(base, room, agent["apiKey"], agent["id"], stance))
