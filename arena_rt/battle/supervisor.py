@@ -15,7 +15,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arena_rt.battle import machine
-from arena_rt.battle.domain import BattleConfig, BattleState, Cancel, Emit, VoteRecord
+from arena_rt.battle.domain import (
+    BattleConfig,
+    BattleState,
+    Cancel,
+    Disconnect,
+    Emit,
+    VoteRecord,
+)
 from arena_rt.battle.ownership import Ownership
 from arena_rt.battle.recover import fold
 from arena_rt.battle.runner import Runner, RunnerDeps
@@ -124,6 +131,10 @@ class Supervisor:
                 await self._ownership.release(battle.id)
                 raise Conflict(f"the battle is {state.status.value}", code=ErrorCode.INVALID_STATE)
             runner = Runner(state, self._deps)
+            # Loaded seats have no socket yet: start their reconnect grace, as a drop would.
+            now = self._deps.clock.now_ms()
+            for seat in state.seats:
+                runner.submit_internal(Disconnect(seat.agent_id, now))
             self._runners[battle.id] = runner
             self._tasks[battle.id] = asyncio.create_task(
                 self._supervise(runner), name=f"battle-{battle.room_code}"

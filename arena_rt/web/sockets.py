@@ -128,6 +128,12 @@ async def _pump_events(peer: SocketPeer, feed: Feed, after: int) -> None:
         raise Closing(*_FEED_CLOSE[exc.reason]) from exc
 
 
+async def _watch_feed(feed: Feed) -> None:
+    """Close as soon as the hub closes the feed, even while a send to a stuck client hangs."""
+    await feed.closed.wait()
+    raise Closing(*_FEED_CLOSE[feed.close_reason or FeedClosedReason.SHUTDOWN])
+
+
 # --------------------------------------------------------------------------- agents
 
 
@@ -192,6 +198,7 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
                 _pump_events(peer, feed, resource.last_seq if since is None else since),
                 peer.pump_outbox(),
                 peer.wait_kicked(),
+                _watch_feed(feed),
             )
         finally:
             runner.unregister(peer)
@@ -290,6 +297,7 @@ async def _serve_spectator(svc: Services, ws: WebSocket) -> None:
                 _pump_events(peer, feed, since),
                 peer.pump_outbox(),
                 peer.wait_kicked(),
+                _watch_feed(feed),
             )
         finally:
             for runner in voting_runners:
