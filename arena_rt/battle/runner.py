@@ -8,6 +8,7 @@ advances once the step is durable; a step that cannot be persisted stops the run
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ class Runner:
             case ArmTimer(name=name, fire_at=fire_at):
                 self._cancel_timer(name)
                 self._timers[name] = self._deps.clock.call_at(
-                    fire_at, lambda timer, due=fire_at: self._timer_fired(timer, due), name
+                    fire_at, functools.partial(self._timer_fired, due=fire_at), name
                 )
             case CancelTimer(name=name):
                 self._cancel_timer(name)
