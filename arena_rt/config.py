@@ -155,6 +155,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         embedded=embedded,
         data_dir=data_dir,
         log_level=env.get("ARENA_LOG_LEVEL", "INFO").upper(),
+        node_id=env.get("ARENA_NODE_ID") or secrets.token_hex(4),
         limits=limits,
         timings=timings,
     )

@@ -85,7 +85,12 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
     if settings.embedded:
         log.info("embedded mode: data in %s, in-process bus", engine.url.database)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-    bus = from_url(settings.redis_url)
+    # Named connections (CLIENT LIST shows which node holds them).
+    bus = (
+        from_url(settings.redis_url, client_name=f"arena-{settings.node_id}")
+        if redis
+        else from_url(None)
+    )
     services = Services(
         settings=settings,
         engine=engine,
