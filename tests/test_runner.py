@@ -16,7 +16,7 @@ from arena_rt.battle.committer import Committer
 from arena_rt.battle.domain import Join, ReplyAck, SubmitTurn
 from arena_rt.battle.intelligence import HeuristicCommentator, HeuristicJudge
 from arena_rt.battle.ownership import LocalOwnership
-from arena_rt.battle.runner import Runner, RunnerDeps
+from arena_rt.battle.runner import RunnerDeps
 from arena_rt.battle.supervisor import Supervisor
 from arena_rt.bus.memory import MemoryBus
 from arena_rt.config import Timings
@@ -84,7 +84,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     """Let the runner task catch up (no wall-clock waiting on game timers)."""
     async with asyncio.timeout(10):
         while not condition():
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.005)  # noqa: ASYNC110 - polling the runner's state is the point
 
 
 async def test_timers_fire_on_the_manual_clock(stack: Stack) -> None:
@@ -112,10 +112,14 @@ async def test_timers_fire_on_the_manual_clock(stack: Stack) -> None:
     async with stack.db() as session:
         kinds = list(
             await session.scalars(
-                select(BattleEvent.type).where(BattleEvent.battle_id == battle.id).order_by(BattleEvent.seq)
+                select(BattleEvent.type)
+                .where(BattleEvent.battle_id == battle.id)
+                .order_by(BattleEvent.seq)
             )
         )
-        turns = list(await session.scalars(select(BattleTurn).where(BattleTurn.battle_id == battle.id)))
+        turns = list(
+            await session.scalars(select(BattleTurn).where(BattleTurn.battle_id == battle.id))
+        )
         row = await session.get(Battle, battle.id)
     assert "turn_skipped" in kinds
     assert [(t.turn_number, t.agent_id, t.content) for t in turns] == [(2, b, "Spaces, for diffs.")]
@@ -175,7 +179,9 @@ async def test_restart_resumes_from_the_event_log(stack: Stack) -> None:
             before.last_seq,
         )
         assert resumed.state.turn_deadline_at == before.turn_deadline_at
-        reply = await resumed.call(SubmitTurn(a, 1, "Tabs: one byte per level.", stack.clock.now_ms()))
+        reply = await resumed.call(
+            SubmitTurn(a, 1, "Tabs: one byte per level.", stack.clock.now_ms())
+        )
         assert isinstance(reply, ReplyAck) and reply.seq == before.last_seq + 1
     finally:
         await fresh.stop()
