@@ -84,7 +84,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     """Let the runner task catch up (no wall-clock waiting on game timers)."""
     async with asyncio.timeout(10):
         while not condition():
-            await asyncio.sleep(0.005)  # noqa: ASYNC110 - polling the runner's state is the point
+            await asyncio.sleep(0.005)
 
 
 async def test_timers_fire_on_the_manual_clock(stack: Stack) -> None:
