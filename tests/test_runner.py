@@ -83,7 +83,7 @@ async def make_battle(db: async_sessionmaker[AsyncSession]) -> tuple[Battle, lis
 async def until(condition: Callable[[], bool], what: str) -> None:
     """Let the runner task catch up (no wall-clock waiting on game timers)."""
     async with asyncio.timeout(10):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - polling the runner's state is the point
             await asyncio.sleep(0.005)
 
 
