@@ -135,14 +135,17 @@ class Runner:
                 inp, future = await self._inbox.get()
                 await self._handle(inp, future)
         finally:
-            self._shutdown()
+            await self._shutdown()
 
-    def _shutdown(self) -> None:
+    async def _shutdown(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        for task in self._helpers:
+        helpers = list(self._helpers)
+        for task in helpers:
             task.cancel()
+        # Helpers only ever await providers; they end at the cancel. Wait so none outlives us.
+        await asyncio.gather(*helpers, return_exceptions=True)
         while not self._inbox.empty():
             _, future = self._inbox.get_nowait()
             if future is not None and not future.done():
