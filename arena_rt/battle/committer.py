@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arena_rt.metrics import Metrics
-from arena_rt.store.battle_writes import StepWrite, write_step
+from arena_rt.store.battle_writes import StepWrite, write_steps
 
 log = logging.getLogger("arena_rt.committer")
 
@@ -104,8 +104,7 @@ class Committer:
 
     async def _write(self, steps: list[StepWrite]) -> None:
         async with self._sessionmaker() as session, session.begin():
-            for step in steps:
-                await write_step(session, step)
+            await write_steps(session, steps)
 
     @staticmethod
     def _settle(pending: _Pending, error: Exception | None) -> None:

@@ -1,18 +1,23 @@
-"""What a battle step writes: its events into the log and their effect on the battle's rows.
+"""What battle steps write: their events into the log and their effect on the battle's rows.
 
-Called inside one transaction per step (or per group of steps, see ``battle.committer``), so the
-log and the Battle / BattleParticipant / BattleTurn / Vote rows never disagree.
+Called inside one transaction for a group of steps (see ``battle.committer``), so the log and the
+Battle / BattleParticipant / BattleTurn / Vote rows never disagree. The frequent writes (events,
+turns, votes, the battle's status and current turn) are batched across the whole group into a
+handful of statements; rare ones (seats, commentary, results) run in event order.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arena_rt.battle.domain import VoteRecord
+from arena_rt.ids import new_id
 from arena_rt.protocol import (
     Commentary,
     Event,
@@ -26,8 +31,15 @@ from arena_rt.protocol import (
     encode,
     event_type,
 )
-from arena_rt.store.events import append_events
-from arena_rt.store.models import Agent, Battle, BattleParticipant, BattleTurn, Vote
+from arena_rt.store.models import (
+    Agent,
+    Battle,
+    BattleEvent,
+    BattleParticipant,
+    BattleTurn,
+    Vote,
+    utcnow,
+)
 from arena_rt.store.timeconv import from_ms
 
 
@@ -52,42 +64,117 @@ class StepWrite:
         return cls(battle_id, events, [encode(e) for e in events], votes, seats)
 
 
-async def write_step(session: AsyncSession, step: StepWrite) -> None:
+@dataclass
+class _Batch:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    votes: list[dict[str, Any]] = field(default_factory=list)
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    battles: dict[str, dict[str, Any]] = field(default_factory=dict)  # merged, last value wins
+    rare: list[tuple[StepWrite, Event]] = field(default_factory=list)
+
+
+async def write_steps(session: AsyncSession, steps: Sequence[StepWrite]) -> None:
+    batch = _Batch()
+    now = utcnow()
+    for step in steps:
+        _collect(batch, step, now)
+    if batch.events:
+        await session.execute(insert(BattleEvent), batch.events)
+    if batch.votes:
+        await session.execute(insert(Vote), batch.votes)
+    if batch.turns:
+        await session.execute(insert(BattleTurn), batch.turns)
+    for stmt, rows in _battle_updates(batch.battles, now):
+        await session.execute(stmt, rows)
+    for step, event in batch.rare:
+        await _apply_rare(session, step, event)
+
+
+def _collect(batch: _Batch, step: StepWrite, now: Any) -> None:
     battle_id = step.battle_id
-    await append_events(
-        session,
-        battle_id,
-        [(e.seq, event_type(e), data) for e, data in zip(step.events, step.encoded, strict=True)],
-    )
-    if step.votes:
-        await session.execute(
-            insert(Vote),
-            [
-                {
-                    "battle_id": battle_id,
-                    "voter_id": v.voter_id,
-                    "target_agent_id": v.target_agent_id,
-                    "idempotency_key": v.idempotency_key,
-                }
-                for v in step.votes
-            ],
+    for event, data in zip(step.events, step.encoded, strict=True):
+        batch.events.append(
+            {
+                "battle_id": battle_id,
+                "seq": event.seq,
+                "type": event_type(event),
+                "payload": data.decode(),
+                "created_at": now,
+            }
         )
-    for event in step.events:
-        await _apply(session, step, event)
+        values = batch.battles.setdefault(battle_id, {})
+        match event:
+            case StateChanged(status=status, reason=reason):
+                values["status"] = status.value
+                if status is Status.IN_PROGRESS:
+                    values["started_at"] = from_ms(event.at)
+                elif status in (Status.COMPLETED, Status.CANCELLED):
+                    values["completed_at"] = from_ms(event.at)
+                    if status is Status.CANCELLED:
+                        values["cancel_reason"] = (reason or "")[:200]
+            case TurnStarted(turn_number=number):
+                values["current_turn"] = number
+            case TurnPlayed():
+                batch.turns.append(
+                    {
+                        "id": new_id(),
+                        "battle_id": battle_id,
+                        "agent_id": event.agent_id,
+                        "turn_number": event.turn_number,
+                        "content": event.content,
+                        "duration_ms": event.duration_ms,
+                        "audio_url": event.audio_url,
+                        "commentary": None,
+                        "created_at": from_ms(event.at),
+                    }
+                )
+            case ParticipantJoined() | ParticipantLeft() | Commentary() | Result():
+                batch.rare.append((step, event))
+            case _:
+                pass  # turn_skipped, voting_started, vote_tally: the log is their record
+    batch.votes.extend(
+        {
+            "id": new_id(),
+            "battle_id": battle_id,
+            "voter_id": v.voter_id,
+            "target_agent_id": v.target_agent_id,
+            "idempotency_key": v.idempotency_key,
+            "created_at": now,
+        }
+        for v in step.votes
+    )
 
 
-async def _apply(session: AsyncSession, step: StepWrite, event: Event) -> None:
+def _battle_updates(
+    battles: dict[str, dict[str, Any]], now: Any
+) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """One executemany UPDATE per set of changed columns (usually one: current_turn)."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for battle_id, values in battles.items():
+        if values:
+            columns = tuple(sorted(values))
+            by_columns[columns].append(
+                {"b_id": battle_id, "b_updated": now, **{f"v_{c}": values[c] for c in columns}}
+            )
+    statements = []
+    for columns, rows in by_columns.items():
+        # On the Table, not the entity: an executemany UPDATE on the entity is the ORM's
+        # "bulk update by primary key", which wants the key under its own name.
+        table = cast(Table, Battle.__table__)
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                {c: bindparam(f"v_{c}") for c in columns} | {"updated_at": bindparam("b_updated")}
+            )
+        )
+        statements.append((stmt, rows))
+    return statements
+
+
+async def _apply_rare(session: AsyncSession, step: StepWrite, event: Event) -> None:
     battle_id = step.battle_id
     match event:
-        case StateChanged(status=status, reason=reason):
-            values: dict[str, object] = {"status": status.value}
-            if status is Status.IN_PROGRESS:
-                values["started_at"] = from_ms(event.at)
-            elif status in (Status.COMPLETED, Status.CANCELLED):
-                values["completed_at"] = from_ms(event.at)
-                if status is Status.CANCELLED:
-                    values["cancel_reason"] = (reason or "")[:200]
-            await _update_battle(session, battle_id, values)
         case ParticipantJoined(agent_id=agent_id, position=position, team_id=team_id):
             await _seat(session, battle_id, agent_id, position, team_id)
         case ParticipantLeft(agent_id=agent_id):
@@ -99,21 +186,6 @@ async def _apply(session: AsyncSession, step: StepWrite, event: Event) -> None:
                 )
                 .values(is_active=False, left_at=from_ms(event.at))
             )
-        case TurnStarted(turn_number=number):
-            await _update_battle(session, battle_id, {"current_turn": number})
-        case TurnPlayed():
-            session.add(
-                BattleTurn(
-                    battle_id=battle_id,
-                    agent_id=event.agent_id,
-                    turn_number=event.turn_number,
-                    content=event.content,
-                    duration_ms=event.duration_ms,
-                    audio_url=event.audio_url,
-                    created_at=from_ms(event.at),
-                )
-            )
-            await session.flush()
         case Commentary(turn_number=number, text=text):
             await session.execute(
                 update(BattleTurn)
@@ -121,22 +193,18 @@ async def _apply(session: AsyncSession, step: StepWrite, event: Event) -> None:
                 .values(commentary=text)
             )
         case Result():
-            await _update_battle(
-                session,
-                battle_id,
-                {
-                    "winner_id": event.winner_id,
-                    "winning_team_id": event.winning_team_id,
-                    "judge_reasoning": event.reasoning,
-                },
+            await session.execute(
+                update(Battle)
+                .where(Battle.id == battle_id)
+                .values(
+                    winner_id=event.winner_id,
+                    winning_team_id=event.winning_team_id,
+                    judge_reasoning=event.reasoning,
+                )
             )
             await _record_outcome(session, event, step.seats)
         case _:
-            pass  # turn_skipped, voting_started, vote_tally: the log is their record
-
-
-async def _update_battle(session: AsyncSession, battle_id: str, values: dict[str, object]) -> None:
-    await session.execute(update(Battle).where(Battle.id == battle_id).values(**values))
+            pass
 
 
 async def _seat(
