@@ -62,6 +62,34 @@ class Timings:
     shutdown_grace_s: float = 5.0
 
 
+AI_PROVIDERS = ("heuristic", "anthropic", "openai")
+DEFAULT_ANTHROPIC_MODEL = "claude-opus-4-6"
+DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+
+
+@dataclass(frozen=True, slots=True)
+class AISettings:
+    """Who judges and comments: the offline heuristic (default) or an LLM provider.
+
+    ``provider`` is resolved at load time: ``ARENA_AI_PROVIDER`` when set; otherwise
+    ``anthropic`` when ``ANTHROPIC_API_KEY`` is set, ``openai`` when ``ARENA_OPENAI_BASE_URL``
+    is set, else ``heuristic``. Keys are ``Secret``: they never print.
+    """
+
+    provider: str = "heuristic"
+    anthropic_api_key: Secret | None = None
+    anthropic_model: str = DEFAULT_ANTHROPIC_MODEL
+    anthropic_base_url: str = DEFAULT_ANTHROPIC_BASE_URL
+    openai_base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1 (vLLM, Ollama)
+    openai_api_key: Secret | None = None  # optional: local servers often need none
+    openai_model: str | None = None
+    max_concurrency: int = 8  # LLM calls in flight per process
+    call_deadline_s: float = 30.0  # one call, retries and back-off included
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_attempts: int = 6
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str
@@ -73,6 +101,7 @@ class Settings:
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
     limits: Limits = field(default_factory=Limits)
     timings: Timings = field(default_factory=Timings)
+    ai: AISettings = field(default_factory=AISettings)
 
     @property
     def is_sqlite(self) -> bool:
@@ -91,6 +120,71 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if not value > 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip().rstrip("/")
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http:// or https:// URL")
+    return raw
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    raw = (env.get(name) or "").strip()
+    return Secret(raw) if raw else None
+
+
+def load_ai_settings(env: Mapping[str, str]) -> AISettings:
+    defaults = AISettings()
+    anthropic_key = _secret(env, "ANTHROPIC_API_KEY")
+    openai_url = _url(env, "ARENA_OPENAI_BASE_URL")
+    provider = (env.get("ARENA_AI_PROVIDER") or "").strip().lower()
+    if not provider:
+        provider = "anthropic" if anthropic_key else "openai" if openai_url else "heuristic"
+    if provider not in AI_PROVIDERS:
+        raise ConfigError(f"ARENA_AI_PROVIDER must be one of {', '.join(AI_PROVIDERS)}")
+    openai_model = (env.get("ARENA_OPENAI_MODEL") or "").strip() or None
+    if provider == "anthropic" and anthropic_key is None:
+        raise ConfigError("ARENA_AI_PROVIDER=anthropic needs ANTHROPIC_API_KEY")
+    if provider == "openai" and (openai_url is None or openai_model is None):
+        raise ConfigError(
+            "ARENA_AI_PROVIDER=openai needs ARENA_OPENAI_BASE_URL (e.g. http://127.0.0.1:8000/v1)"
+            " and ARENA_OPENAI_MODEL"
+        )
+    max_concurrency = _int(env, "ARENA_AI_MAX_CONCURRENCY", defaults.max_concurrency)
+    max_attempts = _int(env, "ARENA_AI_MAX_ATTEMPTS", defaults.max_attempts)
+    if max_concurrency < 1 or max_attempts < 1:
+        raise ConfigError("ARENA_AI_MAX_CONCURRENCY and ARENA_AI_MAX_ATTEMPTS must be >= 1")
+    return AISettings(
+        provider=provider,
+        anthropic_api_key=anthropic_key,
+        anthropic_model=(env.get("ARENA_ANTHROPIC_MODEL") or "").strip()
+        or defaults.anthropic_model,
+        anthropic_base_url=_url(env, "ARENA_ANTHROPIC_BASE_URL") or defaults.anthropic_base_url,
+        openai_base_url=openai_url,
+        openai_api_key=_secret(env, "ARENA_OPENAI_API_KEY"),
+        openai_model=openai_model,
+        max_concurrency=max_concurrency,
+        call_deadline_s=_float(env, "ARENA_AI_DEADLINE_S", defaults.call_deadline_s),
+        connect_timeout_s=_float(env, "ARENA_AI_CONNECT_TIMEOUT_S", defaults.connect_timeout_s),
+        read_timeout_s=_float(env, "ARENA_AI_READ_TIMEOUT_S", defaults.read_timeout_s),
+        max_attempts=max_attempts,
+    )
 
 
 def _embedded_secret(data_dir: Path) -> Secret:
@@ -158,4 +252,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         node_id=env.get("ARENA_NODE_ID") or secrets.token_hex(4),
         limits=limits,
         timings=timings,
+        ai=load_ai_settings(env),
     )

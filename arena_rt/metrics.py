@@ -35,6 +35,44 @@ class Metrics:
         self.ai_failures = Counter(
             "arena_ai_failures_total", "Judge/commentator calls that failed", ["role"], registry=r
         )
+        # LLM providers (arena_rt/ai): one count per complete() call, retries included in it.
+        self.ai_calls = Counter(
+            "arena_ai_calls_total",
+            "LLM provider calls by outcome (ok, timeout, rate_limited, server_error, "
+            "connection_error, bad_response, rejected)",
+            ["provider", "role", "outcome"],
+            registry=r,
+        )
+        self.ai_tokens = Counter(
+            "arena_ai_tokens_total",
+            "LLM tokens used, by direction (input, output)",
+            ["provider", "direction"],
+            registry=r,
+        )
+        self.ai_latency = Histogram(
+            "arena_ai_latency_seconds",
+            "LLM call latency, retries and back-off included",
+            ["provider"],
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.ai_retries = Counter(
+            "arena_ai_retries_total",
+            "LLM HTTP attempts that were retried, by reason",
+            ["provider", "reason"],
+            registry=r,
+        )
+        self.ai_invalid_outputs = Counter(
+            "arena_ai_invalid_outputs_total",
+            "LLM answers that failed validation (judge JSON, empty commentary)",
+            ["role"],
+            registry=r,
+        )
+        self.ai_judge_disagreements = Counter(
+            "arena_ai_judge_disagreements_total",
+            "Two-sided verdicts where the swapped presentation orders disagreed (a draw)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,7 +8,7 @@ their reasoning says so. LLM-backed providers implement the same two protocols.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from arena_rt.battle.domain import BattleConfig, RequestCommentary, RequestJudge, TranscriptTurn
@@ -23,11 +23,38 @@ ENGAGEMENT_WEIGHT = 4.0
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """What an AI verdict cost, summed over every call made for it."""
+
+    model: str
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RawJudgment:
+    """One judge answer exactly as the model wrote it, with the neutral labels it was shown:
+    ``labels`` maps each label (in presentation order) to the agent id, or the team id in TEAM."""
+
+    labels: dict[str, str]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     winner_id: str | None
     reasoning: str
     winning_team_id: str | None = None
     decided_by: str = HEURISTIC_JUDGE
+    # AI judges fill these; the heuristic leaves them empty.
+    # scores: participant (agent id; team id in TEAM) -> criterion -> 0..10, plus "weighted".
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    ranking: tuple[str, ...] = ()  # best first (agent ids; FREE_FOR_ALL), empty when not ranked
+    confidence: float | None = None  # 0..1 as the judge reported it
+    raw: tuple[RawJudgment, ...] = ()
+    usage: Usage | None = None
 
 
 class Judge(Protocol):

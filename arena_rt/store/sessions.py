@@ -6,6 +6,7 @@ revoked session (key rotation) stops working on every process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -43,7 +44,8 @@ class SessionStore:
                     session_id=claims.session_id,
                     agent_id=agent_id,
                     data=json.dumps(data or {}),
-                    signature=signature,
+                    # A digest: the row must not be enough to rebuild a working token.
+                    signature=hashlib.sha256(bytes.fromhex(signature)).hexdigest(),
                     expires_at=datetime.fromtimestamp(claims.expires_at, UTC),
                 )
             )
@@ -67,9 +69,7 @@ class SessionStore:
             )
         if row is None or row.agent_id != claims.agent_id:
             raise Unauthorized("session revoked or unknown")
-        if self._redis is not None:
-            ttl = max(1, claims.expires_at - int(datetime.now(UTC).timestamp()))
-            await self._redis.set(REDIS_PREFIX + claims.session_id, claims.agent_id, ex=ttl)
+        # Not re-cached here: a verify racing a revocation would put the revoked session back.
         return claims
 
     async def revoke_agent(self, session: AsyncSession, agent_id: str) -> None:

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from arena_rt.config import Settings, load_settings
 from arena_rt.errors import ArenaError
+from arena_rt.logs import install_redaction
 from arena_rt.metrics import Metrics, MetricsMiddleware
 from arena_rt.protocol import ErrorCode
 from arena_rt.web import http, live_http, pages, sockets
@@ -45,6 +46,7 @@ def build_routes() -> list[BaseRoute]:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
+    install_redaction()
     routes = build_routes()
     metrics = Metrics()
 

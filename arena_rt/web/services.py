@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from arena_rt.ai.factory import build_intelligence, close_intelligence
 from arena_rt.auth import KeyVerifier, SessionClaims, SessionSigner, parse_key_id
 from arena_rt.battle.clock import RealClock
 from arena_rt.battle.committer import Committer
-from arena_rt.battle.intelligence import HeuristicCommentator, HeuristicJudge
 from arena_rt.battle.ownership import LocalOwnership, Ownership, RedisOwnership
 from arena_rt.battle.runner import RunnerDeps
 from arena_rt.battle.supervisor import Supervisor
@@ -114,12 +114,13 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         if redis is not None
         else LocalOwnership(settings.node_id)
     )
+    judge, commentator = build_intelligence(settings, metrics)  # heuristic or an LLM provider
     deps = RunnerDeps(
         committer=committer,
         bus=bus,
         clock=RealClock(),
-        judge=HeuristicJudge(),
-        commentator=HeuristicCommentator(),
+        judge=judge,
+        commentator=commentator,
         metrics=metrics,
         commentary_timeout_s=settings.timings.commentary_timeout_ms / 1000,
     )
@@ -132,6 +133,7 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         yield services
     finally:
         await services.supervisor.stop()
+        await close_intelligence(judge, commentator)  # the LLM provider's HTTP client
         await committer.stop()
         await services.hub.stop()
         await bus.stop()
