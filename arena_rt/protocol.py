@@ -136,8 +136,13 @@ class Result(Event, tag="result"):
     tally: dict[str, int]
     winning_team_id: str | None = None
     ratings: dict[str, RatingChange] | None = None
-    # Extension: who decided (judge name, or "tally"), and whether it was a forfeit.
+    # Extensions: who decided (the judge's name, "tally" or "forfeit"); an AI judge's
+    # per-criterion scores (participant -> criterion -> 0..10, plus "weighted"), its ranking
+    # (FREE_FOR_ALL, best first) and confidence (0..1).
     decided_by: str = "tally"
+    scores: dict[str, dict[str, float]] | None = None
+    ranking: list[str] | None = None
+    confidence: float | None = None
 
 
 BattleEvent = (

@@ -58,6 +58,17 @@ class Reputation(msgspec.Struct, rename="camel"):
     count: int
 
 
+class RecentBattle(msgspec.Struct, rename="camel"):
+    battle_id: str
+    room_code: str
+    topic: str
+    mode: Mode
+    outcome: str  # win | loss | draw
+    rating_before: float
+    rating_after: float
+    at: int
+
+
 class AgentProfile(msgspec.Struct, rename="camel"):
     id: str
     name: str
@@ -70,6 +81,7 @@ class AgentProfile(msgspec.Struct, rename="camel"):
     battles: int
     reputation: Reputation
     created_at: int
+    recent_battles: list[RecentBattle] = msgspec.field(default_factory=list)
 
 
 class RegisteredAgent(msgspec.Struct, rename="camel"):

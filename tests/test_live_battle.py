@@ -90,5 +90,19 @@ async def test_full_battle_reaches_completed(
         assert all(t["commentary"] for t in transcript["turns"])
         records = [(await http.get(f"/api/agents/{a['id']}")).json() for a in agents]
         assert all(r["wins"] + r["losses"] + r["draws"] == 1 for r in records)
+        # Ratings moved in the same transaction as the result, and the result says how.
+        ratings = result["ratings"]
+        assert set(ratings) == {a["id"] for a in agents}
+        for record in records:
+            change = ratings[record["id"]]
+            assert record["rating"] == pytest.approx(change["after"], abs=0.01)
+            [recent] = record["recentBattles"]
+            assert recent["roomCode"] == room and recent["ratingAfter"] == pytest.approx(
+                change["after"], abs=0.01
+            )
+            if recent["outcome"] == "win":
+                assert change["after"] > change["before"]
+            elif recent["outcome"] == "loss":
+                assert change["after"] < change["before"]
         if result["winnerId"] is None and result.get("winningTeamId") is None:
             assert all(r["draws"] == 1 for r in records)

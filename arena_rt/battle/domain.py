@@ -164,6 +164,10 @@ class JudgeAnswered:
     now: int
     winning_team_id: str | None = None
     decided_by: str = "judge"
+    scores: dict[str, dict[str, float]] | None = None
+    ranking: tuple[str, ...] = ()
+    confidence: float | None = None
+    details: str | None = None  # the judge's raw judgments and usage (JSON), stored, not sent
 
 
 @dataclass(frozen=True, slots=True)

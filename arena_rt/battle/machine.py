@@ -829,7 +829,18 @@ def _on_judge_answered(b: _Step, inp: JudgeAnswered) -> None:
             return
     elif team is not None:
         team = None  # teams only exist in TEAM mode
-    _complete(b, winner, team, inp.reasoning, inp.decided_by)
+    seated = {seat.agent_id for seat in s.seats}
+    ranking = [agent for agent in inp.ranking if agent in seated] or None
+    _complete(
+        b,
+        winner,
+        team,
+        inp.reasoning,
+        inp.decided_by,
+        scores=inp.scores,
+        ranking=ranking,
+        confidence=inp.confidence,
+    )
 
 
 def _on_judge_failed(b: _Step, inp: JudgeFailed) -> None:
@@ -845,7 +856,15 @@ def _decide_by_tally(b: _Step, judge_note: str | None) -> None:
 
 
 def _complete(
-    b: _Step, winner: str | None, team: str | None, reasoning: str, decided_by: str
+    b: _Step,
+    winner: str | None,
+    team: str | None,
+    reasoning: str,
+    decided_by: str,
+    *,
+    scores: dict[str, dict[str, float]] | None = None,
+    ranking: list[str] | None = None,
+    confidence: float | None = None,
 ) -> None:
     b.emit(
         Result(
@@ -856,6 +875,9 @@ def _complete(
             reasoning=reasoning,
             tally=tally(b.state),
             decided_by=decided_by,
+            scores=scores,
+            ranking=ranking,
+            confidence=confidence,
         )
     )
     b.state = replace(b.state, winner_id=winner, winning_team_id=team, reasoning=reasoning)

@@ -14,6 +14,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
+
 from arena_rt.battle import machine
 from arena_rt.battle.clock import Clock, TimerHandle
 from arena_rt.battle.committer import Committer
@@ -35,7 +37,7 @@ from arena_rt.battle.domain import (
     RequestJudge,
     TimerFired,
 )
-from arena_rt.battle.intelligence import Commentator, Judge
+from arena_rt.battle.intelligence import Commentator, Judge, Verdict
 from arena_rt.bus import Bus
 from arena_rt.metrics import Metrics
 from arena_rt.protocol import Ack, ErrorFrame, encode
@@ -158,9 +160,13 @@ class Runner:
         votes = [e.vote for e in effects if isinstance(e, RecordVote)]
         if events or votes:
             seats = {s.agent_id: s.team_id for s in state.seats}
-            write = StepWrite.of(self.battle_id, events, votes, seats)
+            details = inp.details if isinstance(inp, JudgeAnswered) else None
+            write = StepWrite.of(
+                self.battle_id, events, votes, seats, mode=state.config.mode, judge_details=details
+            )
             await self._deps.committer.commit(write)  # CommitError stops this runner
-            for event, data in zip(events, write.encoded, strict=True):
+            # The writer may complete events (ratings in the result): publish what it stored.
+            for event, data in zip(write.events, write.encoded, strict=True):
                 await self._publish(event.seq, data)
         self.state = state
         for effect in effects:
@@ -256,8 +262,20 @@ class Runner:
                 reasoning=verdict.reasoning,
                 decided_by=verdict.decided_by,
                 now=self._deps.clock.now_ms(),
+                scores=verdict.scores or None,
+                ranking=verdict.ranking,
+                confidence=verdict.confidence,
+                details=judge_details(verdict),
             )
         )
+
+
+def judge_details(verdict: Verdict) -> str | None:
+    """What an AI judge said and cost, kept on the battle (too big and raw for the event)."""
+    if not verdict.raw and verdict.usage is None:
+        return None
+    details = {"raw": verdict.raw, "usage": verdict.usage, "scores": verdict.scores}
+    return msgspec.json.encode(details).decode()
 
 
 RunnerFactory = Callable[[BattleState], Runner]

@@ -8,9 +8,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from arena_rt.auth import IssuedKey
 from arena_rt.errors import Conflict, NotFound
-from arena_rt.resources import AgentProfile, RegisterAgent, Reputation
-from arena_rt.store.models import Agent, AgentFeedback, BattleParticipant
+from arena_rt.protocol import Mode
+from arena_rt.resources import AgentProfile, RecentBattle, RegisterAgent, Reputation
+from arena_rt.store.models import Agent, AgentFeedback, Battle, BattleParticipant, RatingChange
 from arena_rt.store.timeconv import to_ms
+
+RECENT_BATTLES = 10
 
 
 async def create_agent(session: AsyncSession, body: RegisterAgent, key: IssuedKey) -> Agent:
@@ -57,6 +60,13 @@ async def agent_profile(session: AsyncSession, agent_id: str) -> AgentProfile:
     battles = await session.scalar(
         select(func.count(BattleParticipant.id)).where(BattleParticipant.agent_id == agent_id)
     )
+    recent = await session.execute(
+        select(RatingChange, Battle)
+        .join(Battle, Battle.id == RatingChange.battle_id)
+        .where(RatingChange.agent_id == agent_id)
+        .order_by(RatingChange.created_at.desc())
+        .limit(RECENT_BATTLES)
+    )
     return AgentProfile(
         id=agent.id,
         name=agent.name,
@@ -71,6 +81,19 @@ async def agent_profile(session: AsyncSession, agent_id: str) -> AgentProfile:
             average=round(float(average), 3) if average is not None else None, count=count
         ),
         created_at=to_ms(agent.created_at),
+        recent_battles=[
+            RecentBattle(
+                battle_id=battle.id,
+                room_code=battle.room_code,
+                topic=battle.topic,
+                mode=Mode(battle.mode),
+                outcome=change.outcome,
+                rating_before=round(change.before, 2),
+                rating_after=round(change.after, 2),
+                at=to_ms(change.created_at),
+            )
+            for change, battle in recent
+        ],
     )
 
 

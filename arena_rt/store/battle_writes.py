@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import msgspec
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +22,7 @@ from arena_rt.ids import new_id
 from arena_rt.protocol import (
     Commentary,
     Event,
+    Mode,
     ParticipantJoined,
     ParticipantLeft,
     Result,
@@ -31,12 +33,15 @@ from arena_rt.protocol import (
     encode,
     event_type,
 )
+from arena_rt.protocol import RatingChange as RatingMove
+from arena_rt.ratings.elo import rate_battle
 from arena_rt.store.models import (
     Agent,
     Battle,
     BattleEvent,
     BattleParticipant,
     BattleTurn,
+    RatingChange,
     Vote,
     utcnow,
 )
@@ -45,13 +50,19 @@ from arena_rt.store.timeconv import from_ms
 
 @dataclass(frozen=True, slots=True)
 class StepWrite:
-    """One step of one battle: its events (encoded once, here) and vote rows."""
+    """One step of one battle: its events (encoded once, here) and vote rows.
+
+    ``events`` and ``encoded`` are what gets stored and then published. The writer completes a
+    ``result`` event in place with the rating changes it commits in the same transaction.
+    """
 
     battle_id: str
-    events: Sequence[Event]
-    encoded: Sequence[bytes]
+    events: list[Event]
+    encoded: list[bytes]
     votes: Sequence[VoteRecord]
     seats: dict[str, str | None]  # agent id -> team id, for deciding wins and losses
+    mode: Mode = Mode.HEAD_TO_HEAD
+    judge_details: str | None = None
 
     @classmethod
     def of(
@@ -60,8 +71,13 @@ class StepWrite:
         events: Sequence[Event],
         votes: Sequence[VoteRecord],
         seats: dict[str, str | None],
+        *,
+        mode: Mode = Mode.HEAD_TO_HEAD,
+        judge_details: str | None = None,
     ) -> StepWrite:
-        return cls(battle_id, events, [encode(e) for e in events], votes, seats)
+        return cls(
+            battle_id, list(events), [encode(e) for e in events], votes, seats, mode, judge_details
+        )
 
 
 @dataclass
@@ -77,6 +93,7 @@ async def write_steps(session: AsyncSession, steps: Sequence[StepWrite]) -> None
     batch = _Batch()
     now = utcnow()
     for step in steps:
+        await _rate_results(session, step)
         _collect(batch, step, now)
     if batch.events:
         await session.execute(insert(BattleEvent), batch.events)
@@ -200,6 +217,7 @@ async def _apply_rare(session: AsyncSession, step: StepWrite, event: Event) -> N
                     winner_id=event.winner_id,
                     winning_team_id=event.winning_team_id,
                     judge_reasoning=event.reasoning,
+                    judge_details=step.judge_details,
                 )
             )
             await _record_outcome(session, event, step.seats)
@@ -228,19 +246,65 @@ async def _seat(
     await session.flush()
 
 
+def outcome_of(agent_id: str, team_id: str | None, result: Result) -> str:
+    if result.winner_id is None and result.winning_team_id is None:
+        return "draw"
+    if agent_id == result.winner_id or (
+        result.winning_team_id is not None and team_id == result.winning_team_id
+    ):
+        return "win"
+    return "loss"
+
+
+_RECORD_COLUMNS = {"win": Agent.wins, "loss": Agent.losses, "draw": Agent.draws}
+
+
 async def _record_outcome(
     session: AsyncSession, result: Result, seats: dict[str, str | None]
 ) -> None:
-    draw = result.winner_id is None and result.winning_team_id is None
     for agent_id, team_id in seats.items():
-        if draw:
-            column = Agent.draws
-        elif agent_id == result.winner_id or (
-            result.winning_team_id is not None and team_id == result.winning_team_id
-        ):
-            column = Agent.wins
-        else:
-            column = Agent.losses
+        column = _RECORD_COLUMNS[outcome_of(agent_id, team_id, result)]
         await session.execute(
             update(Agent).where(Agent.id == agent_id).values({column: column + 1})
         )
+
+
+async def _rate_results(session: AsyncSession, step: StepWrite) -> None:
+    """Move the ratings of a finished battle and put before/after into its ``result`` event."""
+    for index, event in enumerate(step.events):
+        if not isinstance(event, Result) or not step.seats:
+            continue
+        # Locked in id order: concurrent writers (other nodes) never deadlock on agents.
+        rows = await session.execute(
+            select(Agent.id, Agent.rating)
+            .where(Agent.id.in_(step.seats))
+            .order_by(Agent.id)
+            .with_for_update()
+        )
+        current = {agent_id: rating for agent_id, rating in rows}
+        changes = rate_battle(
+            step.mode,
+            list(step.seats.items()),
+            current,
+            event.winner_id,
+            event.winning_team_id,
+            event.ranking,
+        )
+        for agent_id, (before, after) in changes.items():
+            await session.execute(update(Agent).where(Agent.id == agent_id).values(rating=after))
+            session.add(
+                RatingChange(
+                    agent_id=agent_id,
+                    battle_id=step.battle_id,
+                    mode=step.mode.value,
+                    before=before,
+                    after=after,
+                    outcome=outcome_of(agent_id, step.seats.get(agent_id), event),
+                )
+            )
+        rated = msgspec.structs.replace(
+            event,
+            ratings={a: RatingMove(before=b, after=round(x, 2)) for a, (b, x) in changes.items()},
+        )
+        step.events[index] = rated
+        step.encoded[index] = encode(rated)

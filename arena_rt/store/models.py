@@ -161,6 +161,8 @@ class Battle(Base):
     winner_id: Mapped[str | None] = _agent_fk(nullable=True)
     winning_team_id: Mapped[str | None] = mapped_column(String(50))
     judge_reasoning: Mapped[str | None] = mapped_column(Text)
+    # An AI judge's raw judgments (both presentation orders), scores and usage, as JSON.
+    judge_details: Mapped[str | None] = mapped_column(Text)
     cancel_reason: Mapped[str | None] = mapped_column(String(200))
 
 
@@ -290,3 +292,47 @@ class BattleEvent(Base):
     type: Mapped[str] = mapped_column(String(32), nullable=False)
     payload: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _created()
+
+
+class RatingChange(Base):
+    """An agent's rating history: one row per rated battle."""
+
+    __tablename__ = "rating_changes"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "battle_id"),
+        Index(None, "agent_id", "created_at"),
+        Index(None, "battle_id"),
+    )
+
+    id: Mapped[str] = _pk()
+    agent_id: Mapped[str] = mapped_column(
+        String(25), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False
+    )
+    battle_id: Mapped[str] = _battle_fk()
+    mode: Mapped[str] = mapped_column(String(16), nullable=False)
+    before: Mapped[float] = mapped_column(Float, nullable=False)
+    after: Mapped[float] = mapped_column(Float, nullable=False)
+    outcome: Mapped[str] = mapped_column(String(8), nullable=False)  # win | loss | draw
+    created_at: Mapped[datetime] = _created()
+
+
+class LeaderboardEntry(Base):
+    """The last batch Bradley-Terry fit (``arena-rt ratings``), per mode ("ALL" = global)."""
+
+    __tablename__ = "leaderboard_entries"
+    __table_args__ = (
+        UniqueConstraint("mode", "agent_id"),
+        Index(None, "mode", "rank"),
+    )
+
+    id: Mapped[str] = _pk()
+    mode: Mapped[str] = mapped_column(String(16), nullable=False)
+    agent_id: Mapped[str] = mapped_column(
+        String(25), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False
+    )
+    rating: Mapped[float] = mapped_column(Float, nullable=False)
+    lower: Mapped[float] = mapped_column(Float, nullable=False)
+    upper: Mapped[float] = mapped_column(Float, nullable=False)
+    rank: Mapped[int] = mapped_column(Integer, nullable=False)
+    battles: Mapped[int] = mapped_column(Integer, nullable=False)
+    fitted_at: Mapped[datetime] = _created()
