@@ -1,4 +1,4 @@
-"""The ``arena-rt`` command: serve, migrate, demo."""
+"""The ``arena-rt`` command: serve, migrate, demo, replay."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
+
+from sqlalchemy import select
 
 from arena_rt.config import Settings, load_settings
 from arena_rt.errors import ConfigError
@@ -52,6 +54,29 @@ async def migrate(settings: Settings) -> None:
     )
 
 
+async def ratings(settings: Settings, rounds: int, seed: int) -> None:
+    from arena_rt.ratings.batch import refit
+    from arena_rt.ratings.report import format_leaderboard
+    from arena_rt.store.db import make_engine, make_sessionmaker
+    from arena_rt.store.migrate import ensure_schema
+    from arena_rt.store.models import Agent
+
+    engine = make_engine(settings.database_url)
+    try:
+        await ensure_schema(engine, create=settings.is_sqlite)
+        db = make_sessionmaker(engine)
+        fits = await refit(db, rounds=rounds, seed=seed)
+        async with db() as session:
+            names = {a.id: a.name for a in await session.scalars(select(Agent))}
+    finally:
+        await engine.dispose()
+    if not fits:
+        print("no completed battles yet")
+    for mode, rows in sorted(fits.items()):
+        print(f"\n== {mode}: Bradley-Terry, 95% bootstrap intervals ({rounds} rounds)")
+        print(format_leaderboard(rows, names))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena-rt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,11 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo = sub.add_parser("demo", help="embedded server + two bots playing a short battle")
     p_demo.add_argument("--host", default="127.0.0.1")
     p_demo.add_argument("--port", type=int, default=8000)
+    p_ratings = sub.add_parser(
+        "ratings", help="Bradley-Terry fit with bootstrap intervals over completed battles"
+    )
+    p_ratings.add_argument("--rounds", type=int, default=200, help="bootstrap rounds")
+    p_ratings.add_argument("--seed", type=int, default=0)
+    from arena_rt.replay.cli import add_arguments as add_replay_arguments
+
+    add_replay_arguments(
+        sub.add_parser("replay", help="replay recorded battles against a server (load test)")
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "replay":  # a client of any deployment: no server settings needed
+        from arena_rt.replay.cli import main as replay_main
+
+        logging.basicConfig(level=logging.WARNING)
+        return replay_main(args)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -82,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             from arena_rt.demo import run_demo
 
             asyncio.run(run_demo(settings, args.host, args.port))
+        elif args.command == "ratings":
+            asyncio.run(ratings(settings, args.rounds, args.seed))
     except ConfigError as exc:
         print(f"arena-rt: {exc}", file=sys.stderr)
         return 2

@@ -7,15 +7,18 @@ from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import select
+from sqlalchemy.orm import aliased
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from arena_rt.errors import BadRequest, Forbidden, RateLimited, TooLarge, Unavailable
 from arena_rt.protocol import Mode, encode
+from arena_rt.ratings.batch import ALL_MODES
 from arena_rt.resources import CreateBattle, RegisterAgent, RegisteredAgent, SubmitFeedback
 from arena_rt.store import agents, battles, feedback
-from arena_rt.store.models import Agent, Battle, BattleParticipant
+from arena_rt.store.models import Agent, Battle, BattleParticipant, LeaderboardEntry
+from arena_rt.store.timeconv import to_ms
 from arena_rt.web.services import Principal, Services
 
 log = logging.getLogger("arena_rt.http")
@@ -171,17 +174,20 @@ async def submit_feedback(request: Request) -> Response:
 
 
 async def leaderboard(request: Request) -> Response:
+    """Agents by Elo rating, with the last batch Bradley-Terry fit's interval and shared rank."""
     limit = query_int(request, "limit", 50, 1, MAX_PAGE)
     mode = request.query_params.get("mode")
     if mode is not None and mode not in {m.value for m in Mode}:
         raise BadRequest(f"mode must be one of {', '.join(m.value for m in Mode)}")
+    fit = aliased(LeaderboardEntry)
     query = (
-        select(Agent)
+        select(Agent, fit)
+        .outerjoin(fit, (fit.agent_id == Agent.id) & (fit.mode == (mode or ALL_MODES)))
         .where(Agent.is_active.is_(True))
         .order_by(Agent.rating.desc(), Agent.wins.desc(), Agent.id)
         .limit(limit)
     )
-    if mode is not None:  # agents who have played that mode (ratings are global for now)
+    if mode is not None:  # agents who have played that mode (Elo ratings are global)
         played = (
             select(BattleParticipant.agent_id)
             .join(Battle, Battle.id == BattleParticipant.battle_id)
@@ -189,19 +195,29 @@ async def leaderboard(request: Request) -> Response:
         )
         query = query.where(Agent.id.in_(played))
     async with services(request).db() as session:
-        rows = list(await session.scalars(query))
+        rows = list(await session.execute(query))
     board = [
         {
             "rank": rank,
             "id": agent.id,
             "name": agent.name,
             "displayName": agent.display_name,
-            "rating": agent.rating,
+            "rating": round(agent.rating, 2),
             "wins": agent.wins,
             "losses": agent.losses,
             "draws": agent.draws,
+            "bradleyTerry": None
+            if entry is None
+            else {
+                "rating": entry.rating,
+                "lower": entry.lower,
+                "upper": entry.upper,
+                "sharedRank": entry.rank,
+                "battles": entry.battles,
+                "fittedAt": to_ms(entry.fitted_at),
+            },
         }
-        for rank, agent in enumerate(rows, start=1)
+        for rank, (agent, entry) in enumerate(rows, start=1)
     ]
     return json_response({"mode": mode, "agents": board})
 
