@@ -39,7 +39,8 @@ class CreateBattle(Request):
     vote_duration_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 30_000
     enable_judge: bool = True
     enable_commentator: bool = True
-    enable_tts: bool = False
+    # PROTOCOL.md spells it enableTTS (camel-casing would give enableTts).
+    enable_tts: bool = msgspec.field(default=False, name="enableTTS")
 
 
 class SubmitFeedback(Request):
@@ -115,7 +116,7 @@ class BattleResource(msgspec.Struct, rename="camel"):
     vote_duration_ms: int
     enable_judge: bool
     enable_commentator: bool
-    enable_tts: bool
+    enable_tts: bool = msgspec.field(name="enableTTS")
     current_turn: int
     participants: list[Participant]
     winner_id: str | None

@@ -61,12 +61,14 @@ async def test_unknown_agent_is_404(client: httpx.AsyncClient) -> None:
 
 async def test_create_get_and_list_battle(client: httpx.AsyncClient) -> None:
     agent = await register(client)
-    battle = await create_battle(client, agent["apiKey"], maxTurns=4, turnDurationMs=5000)
+    battle = await create_battle(
+        client, agent["apiKey"], maxTurns=4, turnDurationMs=5000, enableTTS=False
+    )
     assert battle["status"] == "LOBBY"
     assert battle["mode"] == "HEAD_TO_HEAD"
     assert (battle["maxTurns"], battle["turnDurationMs"], battle["maxParticipants"]) == (4, 5000, 2)
     assert (battle["startDelayMs"], battle["voteDurationMs"]) == (10_000, 30_000)
-    assert battle["enableJudge"] and battle["enableCommentator"] and not battle["enableTts"]
+    assert battle["enableJudge"] and battle["enableCommentator"] and not battle["enableTTS"]
     assert battle["participants"] == [] and battle["lastSeq"] == 0
     assert len(battle["roomCode"]) <= 10
 

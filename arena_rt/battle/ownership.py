@@ -15,12 +15,25 @@ from redis.asyncio import Redis
 
 LEASE_PREFIX = "arena:owner:"
 
+# For each key: extend it when we hold it, take it back when it expired and nobody else took
+# it (a slow sweep must not orphan a live battle), else report it lost (1 held, 0 lost).
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local held = {}
+for i, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    held[i] = 1
+  elseif not owner then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    held[i] = 1
+  else
+    held[i] = 0
+  end
 end
-return 0
+return held
 """
+RENEW_BATCH = 500
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -35,7 +48,9 @@ class Ownership(Protocol):
     async def acquire(self, battle_id: str) -> str | None:
         """None when this process now owns the battle, else the owner's node id."""
 
-    async def renew(self, battle_id: str) -> bool: ...
+    async def renew(self, battle_ids: list[str]) -> set[str]:
+        """The battles among ``battle_ids`` this process still holds, leases extended."""
+        ...
 
     async def release(self, battle_id: str) -> None: ...
 
@@ -49,8 +64,8 @@ class LocalOwnership:
     async def acquire(self, battle_id: str) -> str | None:
         return None
 
-    async def renew(self, battle_id: str) -> bool:
-        return True
+    async def renew(self, battle_ids: list[str]) -> set[str]:
+        return set(battle_ids)
 
     async def release(self, battle_id: str) -> None:
         return None
@@ -75,10 +90,15 @@ class RedisOwnership:
         owner = holder.decode() if isinstance(holder, bytes) else str(holder)
         return None if owner == self.node_id else owner
 
-    async def renew(self, battle_id: str) -> bool:
-        return bool(
-            await self._renew(keys=[LEASE_PREFIX + battle_id], args=[self.node_id, self.lease_ms])
-        )
+    async def renew(self, battle_ids: list[str]) -> set[str]:
+        held: set[str] = set()
+        for start in range(0, len(battle_ids), RENEW_BATCH):
+            chunk = battle_ids[start : start + RENEW_BATCH]
+            flags = await self._renew(
+                keys=[LEASE_PREFIX + b for b in chunk], args=[self.node_id, self.lease_ms]
+            )
+            held.update(b for b, flag in zip(chunk, flags, strict=True) if flag)
+        return held
 
     async def release(self, battle_id: str) -> None:
         await self._release(keys=[LEASE_PREFIX + battle_id], args=[self.node_id])

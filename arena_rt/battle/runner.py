@@ -74,6 +74,10 @@ class Busy(Exception):
     """The battle's input queue is full; the client should retry."""
 
 
+class RunnerStopped(Exception):
+    """The battle's runner has stopped (finished, crashed or shut down): no answer will come."""
+
+
 class Runner:
     def __init__(self, state: BattleState, deps: RunnerDeps) -> None:
         self.state = state
@@ -112,12 +116,16 @@ class Runner:
 
     def submit(self, inp: Input) -> None:
         """Queue a client input; its reply goes to the peer named by its ``origin``."""
+        if self.finished.is_set():
+            raise RunnerStopped("the battle is not running")
         if self._inbox.qsize() >= MAX_PENDING_INPUTS:
             raise Busy("battle is busy; retry shortly")
         self._inbox.put_nowait((inp, None))
 
     async def call(self, inp: Input) -> Reply | None:
         """Queue an input and wait for its reply (None when the machine gave none)."""
+        if self.finished.is_set():
+            raise RunnerStopped("the battle is not running")
         if self._inbox.qsize() >= MAX_PENDING_INPUTS:
             raise Busy("battle is busy; retry shortly")
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
@@ -135,7 +143,12 @@ class Runner:
             await self._handle(Opened(self._deps.clock.now_ms()), None)
             while not machine.is_final(self.state):
                 inp, future = await self._inbox.get()
-                await self._handle(inp, future)
+                try:
+                    await self._handle(inp, future)
+                except BaseException:
+                    if future is not None and not future.done():
+                        future.set_exception(RunnerStopped("the battle stopped on this input"))
+                    raise
         finally:
             await self._shutdown()
 
@@ -151,7 +164,7 @@ class Runner:
         while not self._inbox.empty():
             _, future = self._inbox.get_nowait()
             if future is not None and not future.done():
-                future.cancel()
+                future.set_exception(RunnerStopped("the battle is not running"))
         self.finished.set()
 
     async def _handle(self, inp: Input, future: asyncio.Future[Reply] | None) -> None:

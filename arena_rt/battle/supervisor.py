@@ -207,17 +207,23 @@ class Supervisor:
             log.info("resumed %d live battle(s) from the event log", resumed)
 
     async def _renew_leases(self) -> None:
+        """One batched renewal of every lease a third of the way into their lifetime."""
         interval = self._ownership.lease_ms / 3000
         while True:
             await asyncio.sleep(interval)
-            for battle_id in list(self._runners):
-                try:
-                    held = await self._ownership.renew(battle_id)
-                except Exception:
-                    log.warning("lease renewal failed battle=%s (will retry)", battle_id)
+            runners = dict(self._runners)
+            try:
+                held = await self._ownership.renew(list(runners))
+            except Exception:
+                log.warning("lease renewal failed for %d battles (will retry)", len(runners))
+                continue
+            for battle_id, runner in runners.items():
+                # A runner that finished meanwhile released its lease: nothing was lost.
+                if battle_id in held or self._runners.get(battle_id) is not runner:
                     continue
-                if not held:
-                    log.error("lost the lease of battle %s; stopping its runner", battle_id)
-                    task = self._tasks.get(battle_id)
-                    if task is not None:
-                        task.cancel()
+                log.error(
+                    "lost the lease of battle %s to another node; stopping its runner", battle_id
+                )
+                task = self._tasks.get(battle_id)
+                if task is not None:
+                    task.cancel()

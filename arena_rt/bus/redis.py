@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -60,6 +60,7 @@ __all__ = ["DEFAULT_HISTORY_TTL", "DEFAULT_PREFIX", "RedisBus"]
 log = logging.getLogger("arena_rt.bus.redis")
 
 DEFAULT_PREFIX = "arena:battle:"
+PUBLISH_POOL_SIZE = 32
 DEFAULT_HISTORY_TTL = 24 * 3600
 _SUBSCRIBE_CHUNK = 512
 _MAX_HELD_WHILE_RESUBSCRIBING = 10_000
@@ -142,8 +143,16 @@ class RedisBus(Bus):
             "socket_timeout": self._socket_timeout,
             "socket_connect_timeout": self._socket_timeout,
         }
+        # A bounded pool that waits for a free connection: redis-py's default pool raises
+        # "Too many connections" past 100, which under load dropped publishes.
         self._redis = Redis.from_pool(
-            ConnectionPool.from_url(self._url, client_name=self.publisher_name, **common)
+            BlockingConnectionPool.from_url(
+                self._url,
+                client_name=self.publisher_name,
+                max_connections=PUBLISH_POOL_SIZE,
+                timeout=self._socket_timeout,
+                **common,
+            )
         )
         self._listener_pool = ConnectionPool.from_url(
             self._url, client_name=self.listener_name, health_check_interval=0, **common

@@ -217,8 +217,7 @@ def plan_battles(cfg: ReplayConfig, pool: list[dict[str, str]]) -> tuple[list[Pl
             "voteDurationMs": cfg.vote_duration_ms,
             "enableJudge": cfg.judge,
             "enableCommentator": cfg.commentator,
-            # enableTTS is left at its default (false): PROTOCOL.md spells it `enableTTS`, the
-            # server accepts only `enableTts` and rejects the documented name (400).
+            "enableTTS": False,
         }
         # The creator need not play; rotating it over the pool has every agent's key checked
         # once (bcrypt) while the battles are created, before the measured phase.

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import (
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # We issue BEGIN ourselves (below): the driver's implicit BEGIN is DEFERRED.
+    dbapi_connection.isolation_level = None
     # SQLite ignores foreign keys (and so ON DELETE rules) unless asked, per connection.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -23,10 +25,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _begin_immediate(conn: Any) -> None:
+    # A DEFERRED transaction that reads and then writes cannot wait for the write lock: SQLite
+    # answers "database is locked" at once. IMMEDIATE takes the lock up front and honours
+    # busy_timeout, so concurrent writers queue instead of failing.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _begin_immediate)
         return engine
     return create_async_engine(
         url,

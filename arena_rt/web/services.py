@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -84,7 +84,14 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
     await ensure_schema(engine, create=settings.is_sqlite)
     if settings.embedded:
         log.info("embedded mode: data in %s, in-process bus", engine.url.database)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    # Sessions and leases: a bounded pool that waits rather than failing under load.
+    redis = (
+        Redis.from_pool(
+            BlockingConnectionPool.from_url(settings.redis_url, max_connections=32, timeout=5)
+        )
+        if settings.redis_url
+        else None
+    )
     # Named connections (CLIENT LIST shows which node holds them).
     bus = (
         from_url(settings.redis_url, client_name=f"arena-{settings.node_id}")
