@@ -137,8 +137,7 @@ async def create_battle(request: Request) -> Response:
     async with svc.db() as session:
         battle = await battles.create_battle(session, body, principal.agent_id)
         resource = await battles.battle_resource(session, battle)
-    if svc.supervisor is not None:  # arms the lobby idle timeout from now
-        await svc.supervisor.runner_for(battle)
+    await svc.supervisor.runner_for(battle)  # arms the lobby idle timeout from now
     log.info(
         "battle created room=%s mode=%s by=%s", battle.room_code, battle.mode, battle.created_by_id
     )

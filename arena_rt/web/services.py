@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
@@ -51,7 +52,7 @@ class Services:
     metrics: Metrics
     registrations: KeyedLimiter
     vote_limiter: KeyedLimiter
-    supervisor: Supervisor | None = field(default=None)
+    supervisor: Supervisor
 
     async def authenticate(self, token: str | None) -> Principal:
         """An agent from an API key or a session token; Unauthorized otherwise."""
@@ -72,9 +73,6 @@ class Services:
     async def check_database(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-
-    async def load_events_after(self, battle_id: str, after_seq: int) -> list[tuple[int, bytes]]:
-        return await events.read_after(self.db, battle_id, after_seq)
 
 
 @asynccontextmanager
@@ -98,23 +96,6 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         if redis
         else from_url(None)
     )
-    services = Services(
-        settings=settings,
-        engine=engine,
-        db=db,
-        redis=redis,
-        bus=bus,
-        hub=Hub(bus, lambda battle_id, after: events.read_after(db, battle_id, after)),
-        keys=KeyVerifier(
-            cache_size=settings.limits.key_cache_size, ttl_s=settings.limits.key_cache_ttl_s
-        ),
-        sessions=SessionStore(
-            db, SessionSigner(settings.secret.reveal()), settings.timings.session_ttl_s, redis
-        ),
-        metrics=metrics,
-        registrations=KeyedLimiter(settings.limits.registrations_per_minute),
-        vote_limiter=KeyedLimiter(settings.limits.votes_per_minute),
-    )
     committer = Committer(db, metrics)
     ownership: Ownership = (
         RedisOwnership(redis, settings.node_id)
@@ -131,7 +112,24 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         metrics=metrics,
         commentary_timeout_s=settings.timings.commentary_timeout_ms / 1000,
     )
-    services.supervisor = Supervisor(db, deps, ownership, settings.timings)
+    services = Services(
+        settings=settings,
+        engine=engine,
+        db=db,
+        redis=redis,
+        bus=bus,
+        hub=Hub(bus, functools.partial(events.read_after, db)),
+        keys=KeyVerifier(
+            cache_size=settings.limits.key_cache_size, ttl_s=settings.limits.key_cache_ttl_s
+        ),
+        sessions=SessionStore(
+            db, SessionSigner(settings.secret.reveal()), settings.timings.session_ttl_s, redis
+        ),
+        metrics=metrics,
+        registrations=KeyedLimiter(settings.limits.registrations_per_minute),
+        vote_limiter=KeyedLimiter(settings.limits.votes_per_minute),
+        supervisor=Supervisor(db, deps, ownership, settings.timings),
+    )
     try:
         await bus.start()
         await services.hub.start()
