@@ -5,6 +5,7 @@ Every wait is bounded. Battles are seated over real sockets against a real serve
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -110,7 +111,30 @@ async def expect_refused(client: Client, code: str, close_code: int, timeout: fl
 
 
 def of_type(frames: list[Frame], kind: str, **fields: Any) -> list[Frame]:
-    return [f for f in frames if f.get("type") == kind and all(f.get(k) == v for k, v in fields.items())]
+    return [
+        f for f in frames if f.get("type") == kind and all(f.get(k) == v for k, v in fields.items())
+    ]
+
+
+EVENT_TYPES = frozenset(
+    {
+        "state",
+        "participant_joined",
+        "participant_left",
+        "turn_started",
+        "turn",
+        "turn_skipped",
+        "commentary",
+        "voting_started",
+        "vote_tally",
+        "result",
+    }
+)
+
+
+def battle_events(frames: list[Frame]) -> list[Frame]:
+    """The battle events among a socket's frames (acks carry a ``seq`` too: left out)."""
+    return [f for f in frames if f.get("type") in EVENT_TYPES]
 
 
 def assert_gap_free(events: list[Frame], first: int = 1) -> None:
@@ -130,7 +154,7 @@ class Table:
     http: httpx.AsyncClient
     room: str
     battle: Frame
-    creator: Frame
+    outsider: Frame  # registered, not seated
     agents: list[Frame]
     sockets: list[Client] = field(default_factory=list)
     stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
@@ -163,25 +187,32 @@ async def table(
     join: int | None = None,
     **settings: Any,
 ) -> AsyncIterator[Table]:
-    """Register ``seats`` agents (plus a creator, whose key is then cached by the server),
-    create the battle and seat the first ``join`` of them (all by default)."""
-    creator = await register(http)
-    agents = [await register(http) for _ in range(seats)]
-    battle = await create_battle(http, creator["apiKey"], **settings)
-    t = Table(base, http, battle["roomCode"], battle, creator, agents)
+    """Register ``seats`` agents and one outsider, create the battle (by the first agent) and
+    seat the first ``join`` agents (all by default) in order. The keys of every agent and of
+    the outsider are verified once up front, so connecting later costs no bcrypt."""
+    *agents, outsider = await asyncio.gather(*(register(http) for _ in range(seats + 1)))
+    battle, *_ = await asyncio.gather(
+        create_battle(http, agents[0]["apiKey"], **settings),
+        *(warm_key(http, agent["apiKey"]) for agent in [*agents[1:], outsider]),
+    )
+    t = Table(base, http, battle["roomCode"], battle, outsider, agents)
     async with t.stack:
         for agent in agents[: seats if join is None else join]:
             t.sockets.append(await t.seat(agent))
         yield t
 
 
-async def wait_event(
-    client: Client, kind: str, timeout: float = 10.0, **fields: Any
-) -> Frame:
+async def warm_key(http: httpx.AsyncClient, key: str) -> None:
+    """Authenticate with ``key`` without creating anything (the body is refused after the key
+    is verified), so the server has it in its verified-key cache."""
+    response = await http.post("/api/battles", json={}, headers=auth(key))
+    assert response.status_code == 400, response.text
+
+
+async def wait_event(client: Client, kind: str, timeout: float = 10.0, **fields: Any) -> Frame:
+    assert kind in EVENT_TYPES, kind
     return await client.wait_for(
-        lambda f: f.get("type") == kind
-        and "seq" in f
-        and all(f.get(k) == v for k, v in fields.items()),
+        lambda f: f.get("type") == kind and all(f.get(k) == v for k, v in fields.items()),
         timeout,
     )
 

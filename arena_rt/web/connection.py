@@ -20,6 +20,7 @@ from arena_rt.ratelimit import TokenBucket
 
 _ids = itertools.count(1)
 OUTBOX_SIZE = 256
+RECANCEL_AFTER_S = 0.25
 
 
 class Closing(Exception):
@@ -112,10 +113,32 @@ async def first_done(*coros: Coroutine[Any, Any, None]) -> None:
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
     for task in done:
         exc = task.exception()
         if exc is not None:
             raise exc
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait until every one has ended.
+
+    A cancellation can be swallowed below us: on Python 3.11 ``asyncio.wait_for`` (which
+    redis-py uses to send commands) returns the result instead of raising when the result and
+    the cancel race, and the task then carries on to its next await (e.g. a feed's ``get``)
+    and would keep this socket open forever. So a task still running after a short while is
+    cancelled again.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        try:
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL_AFTER_S)
+        except asyncio.CancelledError:
+            for task in pending:
+                task.cancel()
+            raise
+    for task in tasks:  # retrieve every outcome (no "exception never retrieved" warnings)
+        if not task.cancelled():
+            task.exception()

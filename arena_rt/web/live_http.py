@@ -100,7 +100,6 @@ async def vote(request: Request) -> Response:
     body = await read_body(request, SubmitVote)
     async with svc.db() as session:
         battle = await battles.battle_by_room(session, request.path_params["room_code"])
-    assert svc.supervisor is not None
     runner = await svc.supervisor.runner_for(battle)
     now = time.time_ns() // 1_000_000
     try:
@@ -108,8 +107,11 @@ async def vote(request: Request) -> Response:
     except Busy as exc:
         raise RateLimited(str(exc)) from exc
     if reply is None or isinstance(reply, ReplyAck):
+        # A repeated key gets the first answer: the target of the vote that key recorded.
+        recorded = next((v for v in runner.state.votes if v.idempotency_key == key), None)
+        target = recorded.target_agent_id if recorded is not None else body.target_agent_id
         return json_response(
-            {"accepted": True, "targetAgentId": body.target_agent_id, "idempotencyKey": key}, 201
+            {"accepted": True, "targetAgentId": target, "idempotencyKey": key}, 201
         )
     raise error_for(reply.code, reply.message)
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import unicodedata
 
 import msgspec
 from starlette.routing import WebSocketRoute
@@ -21,7 +22,7 @@ from arena_rt.battle.machine import find_seat
 from arena_rt.battle.runner import Busy, Runner
 from arena_rt.bus.base import FeedClosedError, FeedClosedReason
 from arena_rt.bus.hub import Feed, resume
-from arena_rt.errors import ArenaError, NotFound, Unauthorized, error_for
+from arena_rt.errors import ArenaError, BadRequest, NotFound, Unauthorized, error_for
 from arena_rt.protocol import (
     AgentIdentity,
     AuthFrame,
@@ -53,6 +54,10 @@ from arena_rt.web.services import Principal, Services
 
 log = logging.getLogger("arena_rt.sockets")
 
+MAX_SEQ = 2**31 - 1  # the seq column (as /events?since= bounds it)
+MAX_TEAM_ID = 50  # BattleParticipant.team_id
+MAX_IDEMPOTENCY_KEY = 200  # Vote.idempotency_key (as the HTTP vote route bounds it)
+
 _CLOSE_FOR = {
     ErrorCode.BATTLE_FULL: CloseCode.BATTLE_FULL,
     ErrorCode.NOT_FOUND: CloseCode.NOT_FOUND,
@@ -70,9 +75,32 @@ def _since(ws: WebSocket) -> int | None:
     raw = ws.query_params.get("since")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
+    # ASCII digits only ("²".isdigit() is true, int("²") fails) and within the seq column.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_SEQ:
         raise Closing(CloseCode.POLICY, "since must be a non-negative integer")
     return int(raw)
+
+
+def _fits(text: str, limit: int) -> bool:
+    """Storable as an identifier: 1 to ``limit`` characters, no control characters (a longer
+    value overflows its column and PostgreSQL refuses NUL: the battle's write would fail)."""
+    return 0 < len(text) <= limit and not any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def _team(ws: WebSocket) -> str | None:
+    team = ws.query_params.get("team") or None
+    if team is not None and not _fits(team, MAX_TEAM_ID):
+        raise BadRequest(f"team: 1 to {MAX_TEAM_ID} characters, no control characters")
+    return team
+
+
+def _bad_key(peer: SocketPeer, key: str, ref: str | None) -> bool:
+    """Answer ``bad_message`` for an idempotency key the votes table can't hold."""
+    if _fits(key, MAX_IDEMPOTENCY_KEY):
+        return False
+    message = f"idempotencyKey: 1 to {MAX_IDEMPOTENCY_KEY} characters, no control characters"
+    peer.error(ErrorCode.BAD_MESSAGE, message, ref)
+    return True
 
 
 def _now_ms() -> int:
@@ -155,6 +183,7 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
     since = _since(ws)
     try:
         principal = await _authenticate(svc, ws)
+        team = _team(ws)
         battle = await _battle(svc, ws)
         assert svc.supervisor is not None
         runner = await svc.supervisor.runner_for(battle)
@@ -168,9 +197,7 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
     async with svc.hub.watch(battle.id, queue_size=svc.settings.limits.spectator_queue) as feed:
         runner.register(peer)
         try:
-            reply = await runner.call(
-                Join(agent_id, _now_ms(), team_id=ws.query_params.get("team"), origin=peer.id)
-            )
+            reply = await runner.call(Join(agent_id, _now_ms(), team_id=team, origin=peer.id))
             if isinstance(reply, ReplyError):
                 await _fail(ws, error_for(reply.code, reply.message))
                 return
@@ -233,6 +260,8 @@ async def _read_agent(runner: Runner, peer: SocketPeer, agent_id: str) -> None:
                         SubmitTurn(agent_id, number, text, _now_ms(), origin=peer.id, ref=ref)
                     )
                 case VoteFrame(target_agent_id=target, idempotency_key=key, ref=ref):
+                    if _bad_key(peer, key, ref):
+                        continue
                     runner.submit(
                         CastVote(target, key, _now_ms(), voter_id=agent_id, origin=peer.id, ref=ref)
                     )
@@ -321,6 +350,8 @@ async def _read_spectator(
             case PingFrame(t=t):
                 peer.send(encode(Pong(t=t)))
             case VoteFrame(target_agent_id=target, idempotency_key=key, ref=ref):
+                if _bad_key(peer, key, ref):
+                    continue
                 try:
                     assert svc.supervisor is not None
                     runner = await svc.supervisor.runner_for(battle)
