@@ -49,6 +49,10 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
 
 
+# Idempotency keys are scoped to their battle: stored as "<battleId>:<key>" in a 200-char column.
+MAX_IDEMPOTENCY_KEY = 160
+
+
 class CloseCode:
     REPLACED = 4000
     UNAUTHORIZED = 4001

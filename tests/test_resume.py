@@ -347,12 +347,6 @@ async def test_http_votes_are_idempotent_and_only_taken_while_voting(
         assert repeat_late.status_code in (201, 409)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: the key is unique across the votes table but the machine only knows "
-    "this battle's keys, so the insert fails, the runner crashes and the battle is CANCELLED "
-    "(and the HTTP request never gets an answer: the runner drops the in-flight reply)",
-)
 async def test_vote_keys_used_in_another_battle_do_not_break_this_one(
     server_process: str, http: httpx.AsyncClient
 ) -> None:

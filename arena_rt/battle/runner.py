@@ -39,6 +39,7 @@ from arena_rt.battle.domain import (
 )
 from arena_rt.battle.intelligence import Commentator, Judge, Verdict
 from arena_rt.bus import Bus
+from arena_rt.errors import Unavailable
 from arena_rt.metrics import Metrics
 from arena_rt.protocol import Ack, ErrorFrame, encode
 from arena_rt.store.battle_writes import StepWrite
@@ -74,7 +75,7 @@ class Busy(Exception):
     """The battle's input queue is full; the client should retry."""
 
 
-class RunnerStopped(Exception):
+class RunnerStopped(Unavailable):
     """The battle's runner has stopped (finished, crashed or shut down): no answer will come."""
 
 

@@ -29,7 +29,7 @@ from arena_rt.battle.runner import Runner, RunnerDeps
 from arena_rt.config import Timings
 from arena_rt.errors import ArenaError, Conflict
 from arena_rt.protocol import FINAL_STATUSES, ErrorCode, Mode, event_decoder
-from arena_rt.store.battle_writes import StepWrite
+from arena_rt.store.battle_writes import StepWrite, client_key
 from arena_rt.store.events import read_after
 from arena_rt.store.models import Battle, Vote
 
@@ -149,7 +149,8 @@ class Supervisor:
         async with self._db() as session:
             rows = await session.scalars(select(Vote).where(Vote.battle_id == battle.id))
             votes = [
-                VoteRecord(v.idempotency_key, v.voter_id, None, v.target_agent_id) for v in rows
+                VoteRecord(client_key(v.idempotency_key), v.voter_id, None, v.target_agent_id)
+                for v in rows
             ]
         return fold(config, (event_decoder.decode(data) for _, data in records), votes)
 

@@ -80,6 +80,15 @@ class StepWrite:
         )
 
 
+def stored_key(battle_id: str, key: str) -> str:
+    """Clients choose keys per battle; the column is unique across battles, so scope it."""
+    return f"{battle_id}:{key}"
+
+
+def client_key(stored: str) -> str:
+    return stored.split(":", 1)[1]
+
+
 @dataclass
 class _Batch:
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -155,7 +164,7 @@ def _collect(batch: _Batch, step: StepWrite, now: Any) -> None:
             "battle_id": battle_id,
             "voter_id": v.voter_id,
             "target_agent_id": v.target_agent_id,
-            "idempotency_key": v.idempotency_key,
+            "idempotency_key": stored_key(battle_id, v.idempotency_key),
             "created_at": now,
         }
         for v in step.votes

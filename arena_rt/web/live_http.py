@@ -14,7 +14,7 @@ from starlette.routing import Route
 from arena_rt.battle.domain import CastVote, ReplyAck
 from arena_rt.battle.runner import Busy
 from arena_rt.errors import BadRequest, RateLimited, error_for
-from arena_rt.protocol import Status
+from arena_rt.protocol import MAX_IDEMPOTENCY_KEY, Status
 from arena_rt.resources import SubmitVote
 from arena_rt.store import battles
 from arena_rt.store.events import read_after
@@ -28,8 +28,6 @@ from arena_rt.web.http import (
     read_body,
     services,
 )
-
-MAX_IDEMPOTENCY_KEY = 200
 
 
 async def events(request: Request) -> Response:

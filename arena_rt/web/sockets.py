@@ -24,6 +24,7 @@ from arena_rt.bus.base import FeedClosedError, FeedClosedReason
 from arena_rt.bus.hub import Feed, resume
 from arena_rt.errors import ArenaError, BadRequest, NotFound, Unauthorized, error_for
 from arena_rt.protocol import (
+    MAX_IDEMPOTENCY_KEY,
     AgentIdentity,
     AuthFrame,
     CloseCode,
@@ -56,7 +57,6 @@ log = logging.getLogger("arena_rt.sockets")
 
 MAX_SEQ = 2**31 - 1  # the seq column (as /events?since= bounds it)
 MAX_TEAM_ID = 50  # BattleParticipant.team_id
-MAX_IDEMPOTENCY_KEY = 200  # Vote.idempotency_key (as the HTTP vote route bounds it)
 
 _CLOSE_FOR = {
     ErrorCode.BATTLE_FULL: CloseCode.BATTLE_FULL,
