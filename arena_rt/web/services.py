@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
@@ -53,6 +54,8 @@ class Services:
     registrations: KeyedLimiter
     vote_limiter: KeyedLimiter
     supervisor: Supervisor
+    # Spectator sockets on this process per battle (agents' sockets are not counted).
+    spectators: Counter[str] = field(default_factory=Counter)
 
     async def authenticate(self, token: str | None) -> Principal:
         """An agent from an API key or a session token; Unauthorized otherwise."""

@@ -305,9 +305,20 @@ async def _serve_spectator(svc: Services, ws: WebSocket) -> None:
         await _fail(ws, error, CloseCode.NOT_FOUND)
         return
     limits = svc.settings.limits
-    if svc.hub.local_count(battle.id) >= limits.spectators_per_battle:
+    if svc.spectators[battle.id] >= limits.spectators_per_battle:
         await _fail(ws, error_for(ErrorCode.BATTLE_FULL, "spectator limit reached for this battle"))
         return
+    svc.spectators[battle.id] += 1
+    try:
+        await _watch_battle(svc, ws, battle, since)
+    finally:
+        svc.spectators[battle.id] -= 1
+        if svc.spectators[battle.id] <= 0:
+            del svc.spectators[battle.id]
+
+
+async def _watch_battle(svc: Services, ws: WebSocket, battle: Battle, since: int | None) -> None:
+    limits = svc.settings.limits
     peer = SocketPeer(ws, svc.settings.node_id, limits)
     voting_runners: set[Runner] = set()
     async with svc.hub.watch(battle.id, queue_size=limits.spectator_queue) as feed:
