@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from arena_rt.config import Limits
@@ -19,6 +20,7 @@ from arena_rt.protocol import CloseCode, ErrorCode, ErrorFrame, encode
 from arena_rt.ratelimit import TokenBucket
 
 _ids = itertools.count(1)
+T = TypeVar("T")
 OUTBOX_SIZE = 256
 RECANCEL_AFTER_S = 0.25
 
@@ -93,6 +95,19 @@ async def receive_text(ws: WebSocket) -> str:
         except UnicodeDecodeError:
             return "\ufffd"  # fails to decode as JSON below: an error frame, not a crash
     return str(text)
+
+
+async def next_frame(peer: SocketPeer, decoder: msgspec.json.Decoder[T]) -> T:
+    """The next well-formed frame within the rate limit; bad ones are answered and struck."""
+    while True:
+        raw = await receive_text(peer.ws)
+        if not peer.allow_message():
+            peer.strike(ErrorCode.RATE_LIMITED, "too many messages; slow down")
+            continue
+        try:
+            return decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            peer.strike(ErrorCode.BAD_MESSAGE, f"bad frame: {exc}")
 
 
 async def close_quietly(ws: WebSocket, code: int, reason: str = "") -> None:

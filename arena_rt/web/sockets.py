@@ -49,6 +49,7 @@ from arena_rt.web.connection import (
     SocketPeer,
     close_quietly,
     first_done,
+    next_frame,
     receive_text,
 )
 from arena_rt.web.services import Principal, Services
@@ -221,7 +222,7 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
                 "agent attached battle=%s agent=%s peer=%s", battle.room_code, agent_id, peer.id
             )
             await first_done(
-                _read_agent(runner, peer, agent_id),
+                _read_agent(runner, peer, agent_id, svc.settings.limits.max_content_chars),
                 _pump_events(peer, feed, resource.last_seq if since is None else since),
                 peer.pump_outbox(),
                 peer.wait_kicked(),
@@ -233,27 +234,18 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
                 runner.submit_internal(Disconnect(agent_id, _now_ms()))
 
 
-async def _read_agent(runner: Runner, peer: SocketPeer, agent_id: str) -> None:
-    limits_chars = peer_content_limit(peer)
+async def _read_agent(runner: Runner, peer: SocketPeer, agent_id: str, max_chars: int) -> None:
     while True:
-        raw = await receive_text(peer.ws)
-        if not peer.allow_message():
-            peer.strike(ErrorCode.RATE_LIMITED, "too many messages; slow down")
-            continue
-        try:
-            frame = agent_frame_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            peer.strike(ErrorCode.BAD_MESSAGE, f"bad frame: {exc}")
-            continue
+        frame = await next_frame(peer, agent_frame_decoder)
         try:
             match frame:
                 case PingFrame(t=t):
                     peer.send(encode(Pong(t=t)))
                 case TurnFrame(turn_number=number, content=content, ref=ref):
                     text = clean_text(content)
-                    if len(text) > limits_chars:
+                    if len(text) > max_chars:
                         peer.error(
-                            ErrorCode.TOO_LARGE, f"content is over {limits_chars} characters", ref
+                            ErrorCode.TOO_LARGE, f"content is over {max_chars} characters", ref
                         )
                         continue
                     runner.submit(
@@ -271,11 +263,6 @@ async def _read_agent(runner: Runner, peer: SocketPeer, agent_id: str) -> None:
                     peer.strike(ErrorCode.BAD_MESSAGE, "already authenticated")
         except Busy as exc:
             peer.error(ErrorCode.RATE_LIMITED, str(exc), getattr(frame, "ref", None))
-
-
-def peer_content_limit(peer: SocketPeer) -> int:
-    svc = _services(peer.ws)
-    return svc.settings.limits.max_content_chars
 
 
 # --------------------------------------------------------------------------- spectators
@@ -348,15 +335,7 @@ async def _read_spectator(
     svc: Services, battle: Battle, peer: SocketPeer, voting_runners: set[Runner]
 ) -> None:
     while True:
-        raw = await receive_text(peer.ws)
-        if not peer.allow_message():
-            peer.strike(ErrorCode.RATE_LIMITED, "too many messages; slow down")
-            continue
-        try:
-            frame = spectator_frame_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            peer.strike(ErrorCode.BAD_MESSAGE, f"bad frame: {exc}")
-            continue
+        frame = await next_frame(peer, spectator_frame_decoder)
         match frame:
             case PingFrame(t=t):
                 peer.send(encode(Pong(t=t)))
