@@ -128,6 +128,8 @@ class BattleResource(msgspec.Struct, rename="camel"):
     started_at: int | None
     completed_at: int | None
     last_seq: int
+    # Extension: spectators watching now, over all nodes; null where the server does not count.
+    spectator_count: int | None = None
 
 
 class BattlePage(msgspec.Struct, rename="camel"):

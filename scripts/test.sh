@@ -48,5 +48,29 @@ step "ruff"
 step "mypy (strict on arena_rt)"
 "$VENV/bin/mypy"
 
+# ---- BEGIN e2e browser (tests/e2e) ----------------------------------------------------------
+# The browser tests drive Debian's Chromium (never a browser downloaded by a test tool). Install
+# it when missing; if that fails, say so loudly and make the e2e tests skip with the reason.
+step "browser for the e2e tests (chromium, chromium-driver)"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "Chromium is missing; installing Debian's chromium and chromium-driver with apt"
+  APT_LOG=$(mktemp)
+  APT_AS=()
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then APT_AS=(sudo -n); fi
+  if ! { ${APT_AS[@]+"${APT_AS[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && ${APT_AS[@]+"${APT_AS[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends chromium chromium-driver; } >"$APT_LOG" 2>&1; then
+    tail -n 20 "$APT_LOG" || true
+  fi
+fi
+if [ -x /usr/bin/chromium ]; then
+  echo "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+else
+  export ARENA_E2E_SKIP="Chromium could not be installed (apt-get install chromium chromium-driver failed)"
+  printf '\n%s\n!! %s\n!! THE BROWSER (E2E) TESTS WILL BE SKIPPED.\n%s\n\n' \
+    "$(printf '!%.0s' $(seq 1 78))" "$ARENA_E2E_SKIP" "$(printf '!%.0s' $(seq 1 78))" >&2
+fi
+# ---- END e2e browser ------------------------------------------------------------------------
+
 step "pytest"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

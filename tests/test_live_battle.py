@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -23,6 +24,13 @@ async def fetch_events(http: httpx.AsyncClient, room: str, since: int = 0) -> li
     assert response.status_code == 200
     events: list[dict[str, Any]] = response.json()["events"]
     return events
+
+
+async def until_watched_by(http: httpx.AsyncClient, room: str, count: int) -> None:
+    """The battle resource counts its spectators (over every node; Redis-backed in production)."""
+    async with asyncio.timeout(10):
+        while (await http.get(f"/api/battles/{room}")).json()["spectatorCount"] != count:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +60,7 @@ async def test_full_battle_reaches_completed(
         async with connect(base, spectator_path(room)) as spectator:
             snapshot = await spectator.wait_type("snapshot")
             assert snapshot["lastSeq"] == 0 and snapshot["turns"] == []
+            await until_watched_by(http, room, 1)
             bots = []
             clients = []
             try:

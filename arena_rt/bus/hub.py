@@ -55,6 +55,10 @@ DEFAULT_MAX_HELD = 10_000
 LoadAfter = Callable[[str, int], Awaitable[list[tuple[int, bytes]]]]
 """``load_after(battle_id, after_seq)``: the persisted events with ``seq > after_seq``, in order."""
 
+Sink = Callable[[bytes], bool]
+"""``sink(data)``: deliver one live event at once, synchronously; False when it can't right now
+(the event is then queued as usual). See :meth:`Feed.attach`."""
+
 _WAKE = (0, b"")  # put in a closed feed's queue to wake a waiting reader; never handed out
 
 
@@ -90,7 +94,10 @@ class Feed:
         # The highest seq this feed is known to have (queued, or replayed by resume()); None
         # while resume() is still replaying. The hub skips what the feed already has.
         self._position: int | None = None
-        self._tail = 0  # the highest seq put in the queue
+        self._tail = 0  # the highest seq put in the queue (or handed to the sink)
+        self._sink: Sink | None = None
+        self._direct = 0  # the highest seq handed to the sink; resume() skips up to it
+        self._replaying = False  # resume() is fetching missing events: nothing may overtake
 
     @property
     def overflowed(self) -> bool:
@@ -110,6 +117,14 @@ class Feed:
         if self.close_reason is not None:
             raise FeedClosedError(self.battle_id, self.close_reason)
 
+    def attach(self, sink: Sink | None) -> None:
+        """Hand live events straight to ``sink`` instead of the queue, whenever the queue is
+        empty (so order is kept) and ``sink`` accepts them; None detaches it. The reader of
+        :func:`resume` must be the one writing what the sink takes, so it is never ahead:
+        the sink must refuse while that reader is in the middle of a write. Used for
+        encode-once fan-out without waking one task per spectator per event."""
+        self._sink = sink
+
     def _offer(self, seq: int, data: bytes) -> None:
         if self.close_reason is not None:
             return
@@ -117,6 +132,10 @@ class Feed:
             if seq <= self._position:
                 return
             self._position = seq
+            sink = self._sink
+            if sink is not None and not self._replaying and self._queue.empty() and sink(data):
+                self._tail = self._direct = seq
+                return
         try:
             self._queue.put_nowait((seq, data))
         except asyncio.QueueFull:
@@ -448,15 +467,21 @@ async def resume(feed: Feed, since: int) -> AsyncGenerator[tuple[int, bytes], No
             break
     while True:
         seq, data = await feed.get()
+        if feed._direct > cursor:
+            cursor = feed._direct  # the sink wrote these (only ever while the queue was empty)
         if seq <= cursor:
             continue
         if seq > cursor + 1:
             # The hub hands out consecutive runs, so this is a safety net, not the normal path.
-            for missing_seq, missing in await hub.events_after(feed.battle_id, cursor):
-                if missing_seq >= seq:
-                    break
-                yield missing_seq, missing
-                cursor = missing_seq
+            feed._replaying = True
+            try:
+                for missing_seq, missing in await hub.events_after(feed.battle_id, cursor):
+                    if missing_seq >= seq:
+                        break
+                    yield missing_seq, missing
+                    cursor = missing_seq
+            finally:
+                feed._replaying = False
             if seq != cursor + 1:
                 feed._close(FeedClosedReason.GAP)
                 feed._raise_if_closed()

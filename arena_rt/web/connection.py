@@ -2,6 +2,14 @@
 
 Replies (acks, errors, pongs) go through the outbox; battle events go through the hub feed.
 Both are bounded; a socket that cannot keep up is closed with 4008 instead of slowing anyone.
+
+Frames are encoded once: an event's text frame (header + the event's bytes, unmasked as a
+server sends it) is built once and the same bytes are written to every socket's transport.
+Under uvicorn's ``websockets-sansio`` protocol without compression a write goes straight to
+the transport, and the hub hands a live event to an idle socket synchronously (no task wakes
+up per spectator). Anything else (compression negotiated, frame-level debug logging, another
+server, a socket that is closing or whose transport is paused) takes the ASGI path, which
+behaves exactly as before; both paths put the same bytes on the wire.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from typing import Any, TypeVar
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from arena_rt.config import Limits
 from arena_rt.protocol import CloseCode, ErrorCode, ErrorFrame, encode
@@ -34,6 +44,52 @@ class Closing(Exception):
         self.reason = reason
 
 
+_frame_of: tuple[bytes, bytes] = (b"", b"")  # the last (data, frame): one event, many sockets
+
+
+def text_frame(data: bytes) -> bytes:
+    """The server's (unmasked) text frame carrying ``data``; the hub hands every socket the
+    same ``data`` object, so one event's frame is built once and shared."""
+    global _frame_of
+    cached, frame = _frame_of
+    if cached is data:
+        return frame
+    frame = Frame(Opcode.TEXT, data).serialize(mask=False)
+    _frame_of = (data, frame)
+    return frame
+
+
+def sansio_protocol(ws: WebSocket) -> Any | None:
+    """uvicorn's ``websockets-sansio`` protocol object behind ``ws``, when the socket has one
+    and frames may be written to its transport as they are (no extension such as
+    permessage-deflate was negotiated, and frame-level debug logging is off); else None.
+
+    Starlette wraps the ASGI ``send`` in closures (exception handling); the innermost one is
+    the protocol's bound ``send`` method.
+    """
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError:  # pragma: no cover - another server
+        return None
+    send: Any = getattr(ws, "_send", None)
+    for _ in range(10):
+        owner = getattr(send, "__self__", None)
+        if isinstance(owner, WebSocketsSansIOProtocol):
+            conn = owner.conn
+            if conn.extensions or conn.debug or owner.transport is None:
+                return None
+            return owner
+        inner = []
+        for cell in getattr(send, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                if callable(cell.cell_contents):
+                    inner.append(cell.cell_contents)
+        if len(inner) != 1:
+            return None
+        send = inner[0]
+    return None
+
+
 class SocketPeer:
     """What a runner answers: ``send`` never blocks; an overflowing outbox closes the socket."""
 
@@ -46,6 +102,37 @@ class SocketPeer:
         self._strikes = 0
         self._max_strikes = limits.abuse_strikes
         self._send_lock = asyncio.Lock()
+        # Created after ``accept``: the handshake (and so the extensions) is settled.
+        self._proto = sansio_protocol(ws)
+
+    @property
+    def direct(self) -> bool:
+        """Whether frames can go straight to this socket's transport (see the module doc)."""
+        return self._proto is not None
+
+    def _transport_ready(self) -> bool:
+        """Open, not closing, not paused: the ASGI ``send`` would write at once, so may we."""
+        proto = self._proto
+        return (
+            proto is not None
+            and proto.writable.is_set()
+            and not proto.close_sent
+            and not proto.disconnected
+            and proto.conn.state is State.OPEN
+            and not proto.transport.is_closing()
+            and self.ws.application_state is WebSocketState.CONNECTED
+        )
+
+    def write_now(self, data: bytes) -> bool:
+        """Write ``data`` at once when nothing is being written ahead of it and the transport
+        takes it without waiting; False means: queue it (the hub then does)."""
+        if self._send_lock.locked() or not self._transport_ready():
+            return False
+        try:
+            self._proto.transport.write(text_frame(data))  # type: ignore[union-attr]
+        except Exception:  # the ASGI path reports it properly
+            return False
+        return True
 
     def send(self, data: bytes) -> None:
         try:
@@ -73,7 +160,10 @@ class SocketPeer:
 
     async def write(self, data: bytes) -> None:
         async with self._send_lock:
-            await self.ws.send_text(data.decode())
+            if self._transport_ready():
+                self._proto.transport.write(text_frame(data))  # type: ignore[union-attr]
+            else:
+                await self.ws.send_text(data.decode())
 
     async def pump_outbox(self) -> None:
         while True:

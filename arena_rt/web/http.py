@@ -141,6 +141,7 @@ async def create_battle(request: Request) -> Response:
     log.info(
         "battle created room=%s mode=%s by=%s", battle.room_code, battle.mode, battle.created_by_id
     )
+    resource.spectator_count = 0  # nobody can be watching a battle that did not exist
     return json_response(resource, 201)
 
 
@@ -148,8 +149,12 @@ async def list_battles(request: Request) -> Response:
     statuses = battles.parse_statuses(request.query_params.get("status"))
     limit = query_int(request, "limit", 50, 1, MAX_PAGE)
     cursor = request.query_params.get("cursor") or None
-    async with services(request).db() as session:
+    svc = services(request)
+    async with svc.db() as session:
         page = await battles.list_battles(session, statuses, limit, cursor)
+    counts = await svc.spectators.counts([b.id for b in page.battles])
+    for battle in page.battles:
+        battle.spectator_count = counts.get(battle.id, 0)
     return json_response(page)
 
 
@@ -157,6 +162,7 @@ async def get_battle(request: Request) -> Response:
     async with services(request).db() as session:
         battle = await battles.battle_by_room(session, request.path_params["room_code"])
         resource = await battles.battle_resource(session, battle)
+    resource.spectator_count = (await services(request).spectators.counts([battle.id]))[battle.id]
     return json_response(resource)
 
 

@@ -30,8 +30,13 @@ async def lobby_page(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
 
 
+async def leaderboard_page(request: Request) -> Response:
+    return FileResponse(STATIC / "leaderboard.html", headers=SECURITY_HEADERS)
+
+
 routes = [
     Route("/", lobby_page, methods=["GET"]),
+    Route("/leaderboard", leaderboard_page, methods=["GET"]),
     Route("/battles/{room_code}", battle_page, methods=["GET"]),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]

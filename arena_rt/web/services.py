@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
@@ -26,6 +25,7 @@ from arena_rt.config import Settings
 from arena_rt.errors import Unauthorized
 from arena_rt.metrics import Metrics
 from arena_rt.ratelimit import KeyedLimiter
+from arena_rt.spectators import SpectatorCounts
 from arena_rt.store import agents, events
 from arena_rt.store.db import make_engine, make_sessionmaker
 from arena_rt.store.migrate import ensure_schema
@@ -54,8 +54,7 @@ class Services:
     registrations: KeyedLimiter
     vote_limiter: KeyedLimiter
     supervisor: Supervisor
-    # Spectator sockets on this process per battle (agents' sockets are not counted).
-    spectators: Counter[str] = field(default_factory=Counter)
+    spectators: SpectatorCounts  # spectator sockets (not agents'), per battle and node
 
     async def authenticate(self, token: str | None) -> Principal:
         """An agent from an API key or a session token; Unauthorized otherwise."""
@@ -132,15 +131,18 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         registrations=KeyedLimiter(settings.limits.registrations_per_minute),
         vote_limiter=KeyedLimiter(settings.limits.votes_per_minute),
         supervisor=Supervisor(db, deps, ownership, settings.timings),
+        spectators=SpectatorCounts(settings.node_id, redis),
     )
     try:
         await bus.start()
         await services.hub.start()
+        await services.spectators.start()
         await committer.start()
         await services.supervisor.start()
         yield services
     finally:
         await services.supervisor.stop()
+        await services.spectators.stop()
         await close_intelligence(judge, commentator)  # the LLM provider's HTTP client
         await committer.stop()
         await services.hub.stop()

@@ -148,13 +148,21 @@ _FEED_CLOSE = {
 
 
 async def _pump_events(peer: SocketPeer, feed: Feed, after: int) -> None:
-    """The battle's events after ``after``, then live ones, until the feed closes."""
+    """The battle's events after ``after``, then live ones, until the feed closes.
+
+    Once live, an event that finds this socket idle is written by the hub itself (the feed's
+    sink: one shared frame, no task woken per socket); the rest come through here in order.
+    """
+    if peer.direct:
+        feed.attach(peer.write_now)
     try:
         async with contextlib.aclosing(resume(feed, after)) as events:
             async for _seq, data in events:
                 await peer.write(data)
     except FeedClosedError as exc:
         raise Closing(*_FEED_CLOSE[exc.reason]) from exc
+    finally:
+        feed.attach(None)
 
 
 async def _watch_feed(feed: Feed) -> None:
@@ -198,6 +206,10 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
     async with svc.hub.watch(battle.id, queue_size=svc.settings.limits.spectator_queue) as feed:
         runner.register(peer)
         try:
+            # Without `since`, the agent gets every event after this point: its own join and
+            # whatever follows it (STARTING, a turn_started naming it), even those committed
+            # before the welcome below is built.
+            before_join = runner.state.last_seq
             reply = await runner.call(Join(agent_id, _now_ms(), team_id=team, origin=peer.id))
             if isinstance(reply, ReplyError):
                 await _fail(ws, error_for(reply.code, reply.message))
@@ -215,7 +227,7 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
                 you=AgentIdentity(agent_id, seat.position, seat.team_id),
                 session_token=token,
                 session_expires_at=expires_at,
-                last_seq=resource.last_seq,
+                last_seq=before_join,
             )
             await peer.write(encode(welcome))
             log.info(
@@ -223,7 +235,7 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
             )
             await first_done(
                 _read_agent(runner, peer, agent_id, svc.settings.limits.max_content_chars),
-                _pump_events(peer, feed, resource.last_seq if since is None else since),
+                _pump_events(peer, feed, before_join if since is None else since),
                 peer.pump_outbox(),
                 peer.wait_kicked(),
                 _watch_feed(feed),
@@ -292,16 +304,14 @@ async def _serve_spectator(svc: Services, ws: WebSocket) -> None:
         await _fail(ws, error, CloseCode.NOT_FOUND)
         return
     limits = svc.settings.limits
-    if svc.spectators[battle.id] >= limits.spectators_per_battle:
+    if svc.spectators.local[battle.id] >= limits.spectators_per_battle:
         await _fail(ws, error_for(ErrorCode.BATTLE_FULL, "spectator limit reached for this battle"))
         return
-    svc.spectators[battle.id] += 1
+    svc.spectators.enter(battle.id)
     try:
         await _watch_battle(svc, ws, battle, since)
     finally:
-        svc.spectators[battle.id] -= 1
-        if svc.spectators[battle.id] <= 0:
-            del svc.spectators[battle.id]
+        svc.spectators.leave(battle.id)
 
 
 async def _watch_battle(svc: Services, ws: WebSocket, battle: Battle, since: int | None) -> None:

@@ -1,183 +1,161 @@
-// The live battle view. Speaks only the public contract (PROTOCOL.md): the spectator socket,
-// resumed by `since` after a drop, and the HTTP API. User text is set with textContent only.
-const room = decodeURIComponent(location.pathname.split("/").pop());
+// The battle page /battles/{roomCode}. Speaks only the public contract (PROTOCOL.md):
+// GET /api/battles/{room} for names and settings; a live battle through the spectator socket
+// (from since=0, resumed with since after any drop); a finished one from its event log.
+import { ApiError, FINAL_STATUSES, getJSON } from "./common.js";
+import { BattleView } from "./battle-view.js";
+import { LiveFeed } from "./feed.js";
+import { Replay } from "./replay.js";
+import { Votes } from "./votes.js";
+
 const $ = (id) => document.getElementById(id);
-const names = new Map();
-const turnItems = new Map();
-let lastSeq = 0;
-let deadlineAt = null;
-let retries = 0;
+const requested = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
 
-function nameOf(agentId) {
-  return names.get(agentId) || agentId;
-}
+let room = requested;
+const events = []; // every applied event, for a replay once the battle is over
 
-function setParticipants(participants) {
-  const items = participants.map((p) => {
-    names.set(p.agentId, p.displayName);
-    const li = document.createElement("li");
-    const team = p.teamId ? ` · team ${p.teamId}` : "";
-    li.textContent = `${p.position}. ${p.displayName} (${Math.round(p.rating)})${team}`;
-    return li;
-  });
-  $("participants").replaceChildren(...items);
-  if (participants.length) renderVoteButtons(participants);
-}
-
-function showBattle(battle) {
-  $("topic").textContent = battle.topic;
-  $("status").textContent = battle.status;
-  setParticipants(battle.participants);
-  if (battle.judgeReasoning) showResult(battle.winnerId, battle.winningTeamId, battle.judgeReasoning);
-}
-
-function addTurn(turn) {
-  if (turnItems.has(turn.turnNumber)) return;
-  const li = document.createElement("li");
-  const speaker = document.createElement("span");
-  speaker.className = "speaker";
-  speaker.textContent = `Turn ${turn.turnNumber} · ${nameOf(turn.agentId)}`;
-  const content = document.createElement("span");
-  content.className = "content";
-  content.textContent = turn.content;
-  li.append(speaker, content);
-  li.dataset.turn = String(turn.turnNumber);
-  $("turns").append(li);
-  turnItems.set(turn.turnNumber, li);
-  if (turn.commentary) addCommentary(turn.turnNumber, turn.commentary);
-}
-
-function addSkipped(event) {
-  const li = document.createElement("li");
-  li.className = "skipped";
-  li.textContent = `Turn ${event.turnNumber} · ${nameOf(event.agentId)} skipped (${event.reason})`;
-  $("turns").append(li);
-  turnItems.set(event.turnNumber, li);
-}
-
-function addCommentary(turnNumber, text) {
-  const li = turnItems.get(turnNumber);
-  if (!li || li.querySelector(".commentary")) return;
-  const note = document.createElement("span");
-  note.className = "commentary";
-  note.textContent = text;
-  li.append(note);
-}
-
-function showResult(winnerId, winningTeamId, reasoning) {
-  $("result").hidden = false;
-  $("voting").hidden = true;
-  $("winner").textContent = winnerId ? `Winner: ${nameOf(winnerId)}`
-    : winningTeamId ? `Winner: team ${winningTeamId}` : "A draw";
-  $("reasoning").textContent = reasoning;
-}
-
-function voteKey() {
-  const storageKey = `arena-vote-${room}`;
-  let key = localStorage.getItem(storageKey);
-  if (!key) {
-    key = crypto.randomUUID();
-    localStorage.setItem(storageKey, key);
-  }
-  return key;
-}
-
-function renderVoteButtons(participants) {
-  const buttons = participants.map((p) => {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = `Vote ${p.displayName}`;
-    button.addEventListener("click", () => vote(p.agentId));
-    return button;
-  });
-  $("vote-buttons").replaceChildren(...buttons);
-}
-
-async function vote(targetAgentId) {
-  const response = await fetch(`/api/battles/${encodeURIComponent(room)}/votes`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", "Idempotency-Key": voteKey() },
-    body: JSON.stringify({ targetAgentId }),
-  });
-  const body = await response.json();
-  $("vote-buttons").dataset.voted = response.ok ? "yes" : body.error.code;
-}
-
-function apply(event) {
-  if (event.seq <= lastSeq) return; // already shown (resume overlap)
-  lastSeq = event.seq;
-  switch (event.type) {
-    case "state":
-      $("status").textContent = event.reason ? `${event.status} — ${event.reason}` : event.status;
-      if (event.status !== "IN_PROGRESS") deadlineAt = null;
-      break;
-    case "participant_joined":
-    case "participant_left":
-      refreshBattle();
-      break;
-    case "turn_started":
-      deadlineAt = event.deadlineAt;
-      break;
-    case "turn":
-      addTurn(event);
-      break;
-    case "turn_skipped":
-      addSkipped(event);
-      break;
-    case "commentary":
-      addCommentary(event.turnNumber, event.text);
-      break;
-    case "voting_started":
-      $("voting").hidden = false;
-      deadlineAt = event.deadlineAt;
-      break;
-    case "result":
-      deadlineAt = null;
-      showResult(event.winnerId, event.winningTeamId, event.reasoning);
-      break;
-  }
-}
+// Names, ratings and teams come from the battle resource; a join event for an agent not in
+// it yet asks for a fresh copy. Requests arriving while one is in flight run once after it,
+// and an agent still missing afterwards is asked for again a few times, more slowly.
+let refreshRunning = false;
+let refreshAgain = false;
+let refreshRetries = 0;
 
 async function refreshBattle() {
-  const response = await fetch(`/api/battles/${encodeURIComponent(room)}`);
-  if (response.ok) setParticipants((await response.json()).participants);
+  if (refreshRunning) {
+    refreshAgain = true;
+    return;
+  }
+  refreshRunning = true;
+  try {
+    const battle = await getJSON(`/api/battles/${encodeURIComponent(room)}`);
+    view.setBattle(battle);
+    votes.render();
+  } catch {
+    // names stay provisional until the next try
+  }
+  refreshRunning = false;
+  const missing = view.seatList().some((seat) => !view.info.has(seat.agentId));
+  if (refreshAgain || (missing && refreshRetries < 5)) {
+    refreshRetries = refreshAgain ? 0 : refreshRetries + 1;
+    refreshAgain = false;
+    setTimeout(refreshBattle, 250 * 2 ** refreshRetries);
+  } else if (!missing) {
+    refreshRetries = 0;
+  }
 }
 
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const since = lastSeq > 0 ? `?since=${lastSeq}` : "";
-  const socket = new WebSocket(`${scheme}://${location.host}/ws/battles/${encodeURIComponent(room)}/spectate${since}`);
-  socket.addEventListener("open", () => {
-    retries = 0;
-    $("connection").textContent = "";
-    document.body.dataset.connection = "live";
-  });
-  socket.addEventListener("message", (message) => {
-    const frame = JSON.parse(message.data);
-    if (frame.type === "snapshot") {
-      showBattle(frame.battle);
-      frame.turns.forEach(addTurn);
-      lastSeq = frame.lastSeq;
-    } else if (typeof frame.seq === "number") {
-      apply(frame);
-    }
-  });
-  socket.addEventListener("close", (event) => {
-    if (event.code === 4004) {
-      $("connection").textContent = "No such battle.";
-      return;
-    }
-    document.body.dataset.connection = "reconnecting";
-    $("connection").textContent = "Connection lost — reconnecting…";
-    // Exponential backoff with full jitter, capped at 10 s.
-    const delay = Math.random() * Math.min(10000, 500 * 2 ** retries++);
-    setTimeout(connect, delay);
-  });
+const view = new BattleView({ onUnknownAgent: () => refreshBattle() });
+const votes = new Votes(view);
+
+function setConnection(state, info) {
+  document.body.dataset.connection = state;
+  const box = $("connection");
+  const text = $("connection-text");
+  const retry = $("connection-retry");
+  retry.hidden = true;
+  box.dataset.state = state;
+  delete text.dataset.retryAt;
+  switch (state) {
+    case "connecting":
+      text.textContent = "Connecting…";
+      break;
+    case "live":
+      text.textContent = "Live";
+      break;
+    case "reconnecting":
+      if (info.connecting) {
+        text.textContent = `Reconnecting… (attempt ${info.attempt + 1})`;
+      } else {
+        const seconds = Math.max(1, Math.ceil((info.retryAt - Date.now()) / 1000));
+        text.textContent = `Connection lost — reconnecting in ${seconds} s`;
+        text.dataset.retryAt = String(info.retryAt);
+        retry.hidden = false;
+      }
+      break;
+    case "gone":
+      text.textContent = "This battle no longer exists.";
+      break;
+    case "ended":
+      text.textContent = "The battle is over.";
+      break;
+    default:
+      text.textContent = "";
+  }
 }
 
+function showFailure(message) {
+  $("topic").textContent = message;
+  $("status-text").textContent = "";
+  $("status-badge").textContent = "";
+  document.body.dataset.connection = "failed";
+}
+
+function startReplay(log) {
+  setConnection("ended", {});
+  const replay = new Replay(view, log);
+  replay.attach();
+}
+
+function startLive() {
+  const feed = new LiveFeed({
+    room,
+    since: 0,
+    onEvent(event) {
+      view.apply(event);
+      events.push(event);
+      if (event.type === "state" && FINAL_STATUSES.has(event.status)) {
+        feed.stop("ended");
+        // Leave the live view as it is; offer the replay of what was just watched.
+        setTimeout(() => {
+          const replay = new Replay(view, [...events]);
+          replay.attach({ watched: true });
+        }, 0);
+      }
+    },
+    onState: setConnection,
+  });
+  $("connection-retry").addEventListener("click", () => feed.retryNow());
+  feed.start();
+}
+
+async function main() {
+  let battle;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      battle = await getJSON(`/api/battles/${encodeURIComponent(requested)}`);
+      break;
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) {
+        showFailure("No battle with that code.");
+        return;
+      }
+      setConnection("reconnecting", { connecting: true, attempt });
+      await new Promise((resolve) => setTimeout(resolve, Math.min(10_000, 1000 * 2 ** attempt)));
+    }
+  }
+  room = battle.roomCode;
+  view.setBattle(battle);
+  votes.setRoom(room);
+  if (FINAL_STATUSES.has(battle.status)) {
+    try {
+      const log = await getJSON(`/api/battles/${encodeURIComponent(room)}/events?since=0`);
+      startReplay(log.events);
+    } catch {
+      showFailure("Could not load this battle's event log.");
+    }
+    return;
+  }
+  startLive();
+}
+
+// The countdown and "reconnecting in N s" tick on their own.
 setInterval(() => {
-  $("countdown").textContent = deadlineAt
-    ? `${Math.max(0, Math.ceil((deadlineAt - Date.now()) / 1000))} s left` : "";
+  view.renderCountdown();
+  if (document.body.dataset.connection === "reconnecting") {
+    const text = $("connection-text");
+    const retryAt = Number(text.dataset.retryAt || 0);
+    if (retryAt) text.textContent = `Connection lost — reconnecting in ${Math.max(1, Math.ceil((retryAt - Date.now()) / 1000))} s`;
+  }
 }, 250);
 
-connect();
+main();
