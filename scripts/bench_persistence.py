@@ -140,11 +140,13 @@ async def ceiling_rate(dsn: str, battles: int, rows_per_batch: int, seconds: flo
             turn_rows.append((secrets.token_hex(12), battle, agent_id, seq, CONTENT, now, 100))
         async with conn.transaction():
             await conn.executemany(
-                "INSERT INTO battle_events (battle_id, seq, type, payload, created_at) VALUES ($1,$2,$3,$4,$5)",
+                "INSERT INTO battle_events (battle_id, seq, type, payload, created_at)"
+                " VALUES ($1,$2,$3,$4,$5)",
                 events,
             )
             await conn.executemany(
-                "INSERT INTO battle_turns (id, battle_id, agent_id, turn_number, content, created_at, duration_ms)"
+                "INSERT INTO battle_turns"
+                " (id, battle_id, agent_id, turn_number, content, created_at, duration_ms)"
                 " VALUES ($1,$2,$3,$4,$5,$6,$7)",
                 turn_rows,
             )
@@ -173,7 +175,8 @@ async def main() -> None:
         await admin.close()
     print(f"# persistence benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(
-        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, PostgreSQL on loopback (shared, noisy)"
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        "PostgreSQL on loopback (shared, noisy)"
     )
     print(f"battles: {args.battles}, {args.seconds:.0f} s per measurement")
     print(
