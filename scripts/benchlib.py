@@ -9,6 +9,7 @@ only RFC 6455 server → client (unmasked frames) and never sends anything after
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -391,3 +392,63 @@ def use_uvloop() -> Callable[[], Any]:
     import uvloop
 
     return uvloop.new_event_loop
+
+
+class Connect(asyncio.Protocol):
+    """One WebSocket connect: handshake (with extra headers), wait for the first text frame,
+    hand it to ``done`` and abort the TCP connection (the server sees the client vanish)."""
+
+    def __init__(self, request: bytes, done: asyncio.Future[bytes]) -> None:
+        self.request = request
+        self.done = done
+        self.buf = b""
+        self.open = False
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self._finish(RuntimeError(buf[:40].decode(errors="replace")))
+                return
+            self.open = True
+            buf = buf[end + 4 :]
+        if len(buf) >= 2:
+            length, head = buf[1] & 0x7F, 2
+            if length == 126 and len(buf) >= 4:
+                length, head = int.from_bytes(buf[2:4], "big"), 4
+            elif length == 127 and len(buf) >= 10:
+                length, head = int.from_bytes(buf[2:10], "big"), 10
+            if (length < 126 or head > 2) and len(buf) >= head + length:
+                self._finish(buf[head : head + length])
+                return
+        self.buf = buf
+
+    def _finish(self, result: bytes | Exception) -> None:
+        if not self.done.done():
+            if isinstance(result, Exception):
+                self.done.set_exception(result)
+            else:
+                self.done.set_result(result)
+        self.transport.abort()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError("closed before the first frame"))
+
+
+def upgrade_request(host: str, path: str, headers: dict[str, str] | None = None) -> bytes:
+    key = base64.b64encode(secrets.token_bytes(16)).decode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    ).encode()

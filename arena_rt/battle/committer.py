@@ -22,6 +22,8 @@ from arena_rt.store.battle_writes import StepWrite, write_steps
 
 log = logging.getLogger("arena_rt.committer")
 
+LINGER_ROUNDS = 4  # event-loop rounds a group waits for more steps while they keep coming
+
 
 class CommitError(Exception):
     """The step was not persisted; the runner must not publish or ack it."""
@@ -43,10 +45,12 @@ class Committer:
         *,
         max_group: int = 256,
         queue_size: int = 10_000,
+        writers: int = 2,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._metrics = metrics
         self._max_group = max_group
+        self._writers = writers
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
         self._task: asyncio.Task[None] | None = None
 
@@ -73,11 +77,35 @@ class Committer:
         await pending.done
 
     async def _run(self) -> None:
+        # Several groups in flight, each in its own transaction on its own connection: while
+        # one waits for the database, the next is already being written. A battle never has
+        # two steps queued (its runner waits for each), so groups never share a battle.
+        async with asyncio.TaskGroup() as writers:
+            for n in range(self._writers):
+                writers.create_task(self._write_groups(), name=f"arena-committer-{n}")
+
+    async def _write_groups(self) -> None:
         while True:
             group = [await self._queue.get()]
-            while len(group) < self._max_group and not self._queue.empty():
-                group.append(self._queue.get_nowait())
+            self._drain(group)
+            # Runners woken by the last commit are still stepping: let the loop run them while
+            # they keep adding steps (a few rounds at most), so one transaction carries many
+            # battles' steps instead of a trickle of small commits.
+            for _ in range(LINGER_ROUNDS):
+                if len(group) >= self._max_group:
+                    break
+                await asyncio.sleep(0)
+                if not self._drain(group):
+                    break
             await self._write_group(group)
+
+    def _drain(self, group: list[_Pending]) -> int:
+        """Move what is queued into ``group`` (up to the bound); how many were moved."""
+        moved = 0
+        while len(group) < self._max_group and not self._queue.empty():
+            group.append(self._queue.get_nowait())
+            moved += 1
+        return moved
 
     async def _write_group(self, group: list[_Pending]) -> None:
         started = time.perf_counter()

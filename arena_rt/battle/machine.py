@@ -25,9 +25,10 @@ Choices where the rules leave room (the protocol document should repeat them):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
+from dataclasses import replace as _dataclass_replace
 from itertools import zip_longest
-from typing import assert_never
+from typing import Any, assert_never
 
 from arena_rt.battle.domain import (
     ArmTimer,
@@ -102,6 +103,41 @@ MAX_PARTICIPANTS = 10
 SKIP_TIMEOUT = "timeout"
 SKIP_DISCONNECTED = "disconnected"
 SKIP_FORFEIT = "forfeit"
+
+_STATE_FIELDS = tuple(f.name for f in fields(BattleState))
+assert all(f.init for f in fields(BattleState))  # _replace_state builds it field by field
+
+
+def replace(obj: Any, /, **changes: Any) -> Any:
+    """``dataclasses.replace``, with a fast path for the state: a step replaces it several
+    times and the generic version (field introspection, then the frozen ``__init__``) was
+    most of a step's cost. Same result: a new frozen instance with the given fields changed."""
+    if type(obj) is BattleState:
+        return _replace_state(obj, changes)
+    return _dataclass_replace(obj, **changes)
+
+
+def _state_replacer() -> Any:
+    """``(state, changes) -> new state``, generated once: one straight line per field."""
+    lines = ["def _replace_state(state, changes):", "    new = _new(_State)"]
+    for name in _STATE_FIELDS:  # what the frozen dataclass's own __init__ does, field by field
+        lines.append(
+            f"    _set(new, {name!r}, changes.pop({name!r}) if {name!r} in changes"
+            f" else state.{name})"
+        )
+    lines += [
+        "    if changes:",
+        "        raise TypeError(f'BattleState has no field(s) {sorted(changes)}')",
+        "    return new",
+    ]
+    namespace: dict[str, Any] = {"_new": object.__new__, "_State": BattleState}
+    namespace["_set"] = object.__setattr__
+    exec("\n".join(lines), namespace)  # a fixed source, built from the field names
+    return namespace["_replace_state"]
+
+
+_replace_state = _state_replacer()
+
 
 # --------------------------------------------------------------------------- public helpers
 
@@ -359,7 +395,14 @@ def _claimed_team_ids(state: BattleState) -> list[str]:
 
 
 def _decided(state: BattleState, turn_number: int) -> TurnRecord | None:
-    return next((t for t in state.turns if t.turn_number == turn_number), None)
+    # Records are appended as turns are decided, so in increasing turn order: look from the
+    # newest and stop below the number (a step usually asks about the turn in play).
+    for record in reversed(state.turns):
+        if record.turn_number == turn_number:
+            return record
+        if record.turn_number < turn_number:
+            return None
+    return None
 
 
 def _count(state: BattleState, votes: list[VoteRecord]) -> dict[str, int]:
@@ -635,7 +678,6 @@ def _begin_turn(b: _Step, turn_number: int) -> None:
     n = turn_number
     while n <= config.max_turns:
         seat = turn_agent(b.state, n)
-        b.state = replace(b.state, current_turn=n)
         if not seat.forfeited:
             deadline = b.now + config.turn_duration_ms
             b.emit(
@@ -643,9 +685,12 @@ def _begin_turn(b: _Step, turn_number: int) -> None:
                     seq=b.seq, at=b.now, turn_number=n, agent_id=seat.agent_id, deadline_at=deadline
                 )
             )
-            b.state = replace(b.state, turn_started_at=b.now, turn_deadline_at=deadline)
+            b.state = replace(
+                b.state, current_turn=n, turn_started_at=b.now, turn_deadline_at=deadline
+            )
             b.arm(TIMER_TURN, deadline)
             return
+        b.state = replace(b.state, current_turn=n)
         _skip_current(b, SKIP_FORFEIT)
         n += 1
     _start_voting(b)
