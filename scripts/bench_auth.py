@@ -31,7 +31,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
+import json
+import multiprocessing as mp
 import os
 import platform
 import secrets
@@ -42,12 +45,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib
 
 from arena_rt.auth import BCRYPT_COST, SessionSigner
 from arena_rt.config import load_settings
@@ -220,6 +229,264 @@ def signer_rate(signer: SessionSigner, token: str, seconds: float) -> float:
     return count / (time.perf_counter() - began)
 
 
+# --------------------------------------------------------------------------- socket connects
+
+WELCOME_LIKE = (
+    '{"type":"welcome","battle":{"id":"'
+    + "x" * 25
+    + '","roomCode":"ABCDEFGH","topic":"'
+    + "t" * 200
+    + '"},"sessionToken":"'
+    + "s" * 120
+    + '","lastSeq":0}'
+)
+
+
+def connect_worker(
+    conn: Any, port: int, slots: list[tuple[str, dict[str, str]]], seconds: float, warmup_s: float
+) -> None:
+    """Each slot connects, waits for the first frame, drops the connection, and again."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        counting = False
+        stop = False
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+
+        async def slot(path: str, headers: dict[str, str]) -> None:
+            while not stop:
+                done: asyncio.Future[bytes] = loop.create_future()
+                request = benchlib.upgrade_request("127.0.0.1", path, headers)
+                began = time.perf_counter()
+                try:
+                    await loop.create_connection(
+                        functools.partial(benchlib.Connect, request, done), "127.0.0.1", port
+                    )
+                    first = await asyncio.wait_for(done, 30)
+                    if not first.startswith(b'{"type":"welcome"'):
+                        raise RuntimeError(first[:60].decode(errors="replace"))
+                except Exception as exc:  # counted and shown: a refused connect is a result
+                    if counting:
+                        name = f"{type(exc).__name__}: {exc}"[:80]
+                        errors[name] = errors.get(name, 0) + 1
+                    await asyncio.sleep(0.05)
+                    continue
+                if counting:
+                    latencies.append((time.perf_counter() - began) * 1000)
+
+        tasks = [asyncio.create_task(slot(path, headers)) for path, headers in slots]
+        await asyncio.sleep(warmup_s)
+        counting = True
+        cpu0, began = time.process_time(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        counting = False
+        measured, cpu = time.perf_counter() - began, time.process_time() - cpu0
+        stop = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        conn.send((latencies, errors, measured, cpu))
+
+    with asyncio.Runner(loop_factory=benchlib.use_uvloop()) as runner:
+        runner.run(main())
+
+
+def ceiling_ws_server(conn: Any, port: int, lifetime: float) -> None:
+    """websockets.asyncio.server on uvloop: accept, send one welcome-sized frame, wait."""
+    from websockets.asyncio.server import serve as ws_serve
+
+    async def handler(ws: Any) -> None:
+        await ws.send(WELCOME_LIKE)
+        await ws.wait_closed()
+
+    async def main() -> None:
+        async with ws_serve(handler, "127.0.0.1", port, compression=None, backlog=4096):
+            conn.send("ready")
+            await asyncio.sleep(lifetime)
+
+    with asyncio.Runner(loop_factory=benchlib.use_uvloop()) as runner:
+        runner.run(main())
+
+
+@dataclass
+class ConnectRate:
+    label: str
+    connects: int
+    seconds: float
+    latencies_ms: list[float]
+    errors: dict[str, int]
+    server_cpu: float  # % of one core
+    client_cpu: float
+
+    @property
+    def per_second(self) -> float:
+        return self.connects / self.seconds
+
+    def percentile(self, q: int) -> float:
+        if len(self.latencies_ms) < 2:
+            return float("nan")
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[q - 1]
+
+
+def drive_connects(
+    label: str,
+    port: int,
+    server_pid: int,
+    slots: list[tuple[str, dict[str, str]]],
+    args: argparse.Namespace,
+) -> ConnectRate:
+    ctx = mp.get_context("spawn")
+    workers = []
+    for w in range(args.socket_workers):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(
+            target=connect_worker,
+            args=(child, port, slots[w :: args.socket_workers], args.socket_seconds, WARMUP_S),
+            daemon=True,
+        )
+        proc.start()
+        workers.append((proc, parent))
+    time.sleep(WARMUP_S)
+    cpu0 = benchlib.cpu_seconds(server_pid)
+    t0 = time.perf_counter()
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    measured = client_cpu = 0.0
+    for proc, pipe in workers:
+        if not pipe.poll(args.socket_seconds + 120):
+            raise RuntimeError("a connect worker did not report")
+        lat, err, secs, cpu = pipe.recv()
+        latencies += lat
+        for k, v in err.items():
+            errors[k] = errors.get(k, 0) + v
+        measured = max(measured, secs)
+        client_cpu += cpu
+        proc.join(10)
+    server_cpu = (benchlib.cpu_seconds(server_pid) - cpu0) / (time.perf_counter() - t0) * 100
+    return ConnectRate(
+        label,
+        len(latencies),
+        measured,
+        latencies,
+        errors,
+        server_cpu,
+        client_cpu / measured * 100,
+    )
+
+
+async def seat_agents(base: str, port: int, agents: int) -> list[tuple[str, dict[str, str]]]:
+    """Register agents, one lobby battle each (FREE_FOR_ALL: one seat stays a lobby), seat
+    each with its API key, and keep the session token its welcome carries."""
+    slots = []
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        for i in range(agents):
+            made = await http.post(
+                "/api/agents", json={"name": f"conn{os.getpid()}-{i}", "displayName": "C"}
+            )
+            made.raise_for_status()
+            key = made.json()["apiKey"]
+            battle = await http.post(
+                "/api/battles",
+                json={"topic": "connects", "mode": "FREE_FOR_ALL", "maxParticipants": 10},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            battle.raise_for_status()
+            path = f"/ws/battles/{battle.json()['roomCode']}/agent"
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[bytes] = loop.create_future()
+            request = benchlib.upgrade_request(
+                "127.0.0.1", path, {"Authorization": f"Bearer {key}"}
+            )
+            await loop.create_connection(
+                functools.partial(benchlib.Connect, request, done), "127.0.0.1", port
+            )
+            welcome = json.loads(await asyncio.wait_for(done, 30))
+            token = welcome["sessionToken"]
+            slots.append((path, {"Authorization": f"Bearer {token}"}))
+    return slots
+
+
+def socket_phase(args: argparse.Namespace) -> tuple[ConnectRate, ConnectRate]:
+    """Agent sockets authenticated by session token (production mode) vs the ceiling."""
+    benchlib.raise_nofile(65_536)
+    with benchlib.migrated_database("arena_connects") as url, tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ARENA_")},
+            "DATABASE_URL": url,
+            "REDIS_URL": benchlib.REDIS_URL,
+            "ARENA_SECRET": benchlib.BENCH_SECRET,
+            "ARENA_LOG_LEVEL": "WARNING",
+            "ARENA_REGISTRATIONS_PER_MINUTE": "100000",
+        }
+        port = free_port()
+        log = (Path(tmp) / "server.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "arena_rt.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError((Path(tmp) / "server.log").read_text()[-2000:])
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not start")
+                time.sleep(0.2)
+            print(f"seating {args.socket_slots} agents (bcrypt at registration) …", file=sys.stderr)
+            slots = asyncio.run(seat_agents(base, port, args.socket_slots))
+            print("session-token agent connects …", file=sys.stderr)
+            arena = drive_connects(
+                "arena_rt agent socket, session token", port, proc.pid, slots, args
+            )
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+    print("ceiling: websockets server connects …", file=sys.stderr)
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    port = free_port()
+    ceiling_proc = ctx.Process(
+        target=ceiling_ws_server, args=(child, port, args.socket_seconds + 120), daemon=True
+    )
+    ceiling_proc.start()
+    try:
+        if not parent.poll(30):
+            raise RuntimeError("ceiling server did not start")
+        parent.recv()
+        assert ceiling_proc.pid is not None
+        ceiling = drive_connects(
+            "websockets server, one frame, no logic", port, ceiling_proc.pid, slots, args
+        )
+    finally:
+        ceiling_proc.kill()
+        ceiling_proc.join()
+    return arena, ceiling
+
+
+def bcrypt_parallel(threads: int) -> float:
+    """Checks/s with ``threads`` threads at once (bcrypt releases the GIL)."""
+    key = f"ak_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}".encode()
+    hashed = bcrypt.hashpw(key, bcrypt.gensalt(rounds=BCRYPT_COST))
+    per_thread = 4
+    began = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(
+            pool.map(
+                lambda _: [bcrypt.checkpw(key, hashed) for _ in range(per_thread)], range(threads)
+            )
+        )
+    return threads * per_thread / (time.perf_counter() - began)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -307,6 +574,11 @@ async def run(args: argparse.Namespace, command: str) -> None:
         await engine.dispose()
 
     ceiling = rates[-1].per_second
+    print("bcrypt, threads in parallel …", file=sys.stderr)
+    bcrypt_threads = {n: bcrypt_parallel(n) for n in (1, os.cpu_count() or 1)}
+    sockets: tuple[ConnectRate, ConnectRate] | None = None
+    if args.socket_slots > 0:
+        sockets = await asyncio.to_thread(socket_phase, args)
     print()
     print("arena_rt authentication benchmark")
     print(f"  command : {command}")
@@ -347,6 +619,34 @@ async def run(args: argparse.Namespace, command: str) -> None:
     print(f"  SessionSigner.verify (HMAC only)                : {signer_per_s:10,.0f} /s")
     print(f"  SessionStore.verify (HMAC + SQLite row, no Redis): {store_per_s:10,.0f} /s")
     print()
+    print(
+        "bcrypt checks/s with threads at once: "
+        + ", ".join(f"{n} thread(s) {rate:.1f}/s" for n, rate in bcrypt_threads.items())
+        + f" (ceiling: {os.cpu_count()} cores x the 1-thread rate)"
+    )
+    if sockets is not None:
+        arena, ceiling_rate = sockets
+        print()
+        print(
+            f"Agent socket connects (handshake -> welcome -> drop), {args.socket_slots} agents "
+            f"in {args.socket_workers} client processes, {args.socket_seconds:g} s each; "
+            "arena_rt in production mode (PostgreSQL + Redis, `python -m arena_rt.cli serve`); "
+            "ceiling: websockets.asyncio.server sending one welcome-sized frame, same client:"
+        )
+        print(
+            f"  {'server':<40}  {'connects/s':>10}  {'p50 ms':>7}  {'p99 ms':>7}  "
+            f"{'server CPU':>10}  {'client CPU':>10}  errors"
+        )
+        for r in (arena, ceiling_rate):
+            print(
+                f"  {r.label:<40}  {r.per_second:10,.0f}  {r.percentile(50):7.1f}  "
+                f"{r.percentile(99):7.1f}  {r.server_cpu:9.0f}%  {r.client_cpu:9.0f}%  "
+                f"{sum(r.errors.values())} {r.errors or ''}"
+            )
+        print(
+            f"  ratio: {arena.per_second / ceiling_rate.per_second:.2f} of the ceiling "
+            "(target: >= 5,000 session-token connects/s)"
+        )
     print(f"total wall time {time.perf_counter() - wall:.1f} s")
 
 
@@ -354,6 +654,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--clients", type=int, default=16, help="concurrent httpx clients")
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per phase")
+    parser.add_argument(
+        "--socket-slots", type=int, default=32, help="agents reconnecting at once (0: skip)"
+    )
+    parser.add_argument("--socket-workers", type=int, default=2, help="client processes")
+    parser.add_argument("--socket-seconds", type=float, default=6.0)
     command = " ".join([os.path.relpath(sys.executable), *sys.argv])
     asyncio.run(run(parser.parse_args(), command))
 

@@ -31,11 +31,13 @@ against the send loop (one ``TaskGroup`` per connection) and close the socket wh
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from arena_rt.bus.base import (
     Bus,
@@ -45,7 +47,9 @@ from arena_rt.bus.base import (
     HubNotStartedError,
 )
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "Feed", "Hub", "LoadAfter", "resume"]
+__all__ = ["DEFAULT_QUEUE_SIZE", "BoundedQueue", "Feed", "Hub", "LoadAfter", "resume"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("arena_rt.bus.hub")
 
@@ -81,16 +85,61 @@ class _Channel:
     generation: int = 0  # bumped when a fill gives up, so a running fill knows to stop
 
 
+class BoundedQueue(Generic[T]):
+    """A bounded FIFO with one reader: ``asyncio.Queue``'s ``put_nowait``/``get``/``qsize``/
+    ``empty`` (``asyncio.QueueFull`` when full), without its three deques per instance (about
+    3 KB). Tens of thousands of idle sockets each hold two of these, nearly always empty: the
+    deque exists only while items wait."""
+
+    __slots__ = ("_items", "_maxsize", "_waiter")
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: collections.deque[T] | None = None
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: T) -> None:
+        items = self._items
+        if items is None:
+            items = self._items = collections.deque()
+        elif len(items) >= self._maxsize:
+            raise asyncio.QueueFull
+        items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> T:
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        items = self._items
+        item = items.popleft()
+        if not items:
+            self._items = None
+        return item
+
+
 class Feed:
     """One local spectator's bounded queue of ``(seq, bytes)``; read it through :func:`resume`."""
 
     def __init__(self, hub: Hub, channel: _Channel, battle_id: str, queue_size: int) -> None:
         self.battle_id = battle_id
-        self.closed = asyncio.Event()
+        self._closed: asyncio.Event | None = None  # made when first asked for (memory)
         self.close_reason: FeedClosedReason | None = None
+        self.on_close: Callable[[FeedClosedReason], None] | None = None
         self._hub = hub
         self._channel = channel
-        self._queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=queue_size)
+        self._queue: BoundedQueue[tuple[int, bytes]] = BoundedQueue(queue_size)
         # The highest seq this feed is known to have (queued, or replayed by resume()); None
         # while resume() is still replaying. The hub skips what the feed already has.
         self._position: int | None = None
@@ -98,6 +147,15 @@ class Feed:
         self._sink: Sink | None = None
         self._direct = 0  # the highest seq handed to the sink; resume() skips up to it
         self._replaying = False  # resume() is fetching missing events: nothing may overtake
+
+    @property
+    def closed(self) -> asyncio.Event:
+        """Set once the feed is closed (``close_reason`` says why)."""
+        if self._closed is None:
+            self._closed = asyncio.Event()
+            if self.close_reason is not None:
+                self._closed.set()
+        return self._closed
 
     @property
     def overflowed(self) -> bool:
@@ -150,9 +208,15 @@ class Feed:
         if self.close_reason is not None:
             return
         self.close_reason = reason
-        self.closed.set()
+        if self._closed is not None:
+            self._closed.set()
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(_WAKE)
+        if self.on_close is not None:
+            try:
+                self.on_close(reason)
+            except Exception:  # one socket's callback must not stop the hub's delivery
+                log.exception("feed close callback failed (battle %s)", self.battle_id)
 
 
 class Hub:
@@ -444,15 +508,22 @@ def _log_crash(task: asyncio.Task[None]) -> None:
         log.error("hub task crashed; stop() will raise it", exc_info=task.exception())
 
 
-async def resume(feed: Feed, since: int) -> AsyncGenerator[tuple[int, bytes], None]:
+async def resume(
+    feed: Feed, since: int, *, replay: bool = True
+) -> AsyncGenerator[tuple[int, bytes], None]:
     """Every event of the feed's battle with ``seq > since``, in order, then live ones; no gap,
     no duplicate. Enter ``hub.watch()`` first (live events queue up meanwhile); this replays
     from the bus history (else the database) and then reads the queue, skipping what it has
     already yielded. Raises :class:`FeedClosedError` when the feed is closed (e.g. overflow).
-    Wrap it in ``contextlib.aclosing`` when you may stop early."""
+    Wrap it in ``contextlib.aclosing`` when you may stop early.
+
+    ``replay=False`` when ``since`` was read from the database *after* ``hub.watch()`` was
+    entered (a snapshot's ``lastSeq``): every event after it was committed after the feed was
+    attached, so it is published to the feed (or filled into it after a bus reconnect) and
+    there is nothing to replay."""
     hub = feed._hub
     cursor = max(since, 0)
-    while True:
+    while replay:
         epoch = feed._channel.epoch
         for seq, data in await hub.events_after(feed.battle_id, cursor):
             feed._raise_if_closed()
@@ -463,8 +534,8 @@ async def resume(feed: Feed, since: int) -> AsyncGenerator[tuple[int, bytes], No
         # If the bus reconnected since that read began, events lost on the wire may be newer
         # than what it returned: read again. Checked and switched with no await in between.
         if feed._channel.epoch == epoch:
-            feed._go_live(cursor)
             break
+    feed._go_live(cursor)
     while True:
         seq, data = await feed.get()
         if feed._direct > cursor:

@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from arena_rt.bus.hub import BoundedQueue
 from arena_rt.config import Limits
 from arena_rt.protocol import CloseCode, ErrorCode, ErrorFrame, encode
 from arena_rt.ratelimit import TokenBucket
@@ -96,7 +97,7 @@ class SocketPeer:
     def __init__(self, ws: WebSocket, node_id: str, limits: Limits) -> None:
         self.id = f"{node_id}-{next(_ids)}"
         self.ws = ws
-        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_SIZE)
+        self.outbox: BoundedQueue[bytes] = BoundedQueue(OUTBOX_SIZE)
         self.kicked: asyncio.Future[Closing] = asyncio.get_running_loop().create_future()
         self._bucket = TokenBucket(limits.messages_per_second, limits.message_burst)
         self._strikes = 0
@@ -209,20 +210,28 @@ async def close_quietly(ws: WebSocket, code: int, reason: str = "") -> None:
             await ws.close(code, reason[:120])
 
 
-async def first_done(*coros: Coroutine[Any, Any, None]) -> None:
+async def first_done(
+    *coros: Coroutine[Any, Any, None], until: asyncio.Future[Closing] | None = None
+) -> None:
     """Run together; when one ends, cancel the rest (websockets' consumer/producer pattern).
 
     The first task's exception (e.g. ``Closing``) propagates after the others are cancelled.
+    ``until`` (a peer's ``kicked``) ends them too, and its ``Closing`` is raised: a future to
+    wait on rather than one more task per socket.
     """
     tasks = [asyncio.create_task(c) for c in coros]
+    waited: list[asyncio.Future[Any]] = [*tasks, until] if until is not None else [*tasks]
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
     finally:
         await cancel_all(tasks)
-    for task in done:
-        exc = task.exception()
-        if exc is not None:
-            raise exc
+    for task in tasks:  # a task's own exception first, as before
+        if task in done:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+    if until is not None and until in done and not until.cancelled():
+        raise until.result()
 
 
 async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:

@@ -147,16 +147,18 @@ _FEED_CLOSE = {
 }
 
 
-async def _pump_events(peer: SocketPeer, feed: Feed, after: int) -> None:
+async def _pump_events(peer: SocketPeer, feed: Feed, after: int, *, replay: bool = True) -> None:
     """The battle's events after ``after``, then live ones, until the feed closes.
 
     Once live, an event that finds this socket idle is written by the hub itself (the feed's
     sink: one shared frame, no task woken per socket); the rest come through here in order.
+    ``replay=False``: ``after`` is a snapshot's ``lastSeq`` read once the feed was attached,
+    so there is nothing to fetch before going live (see :func:`resume`).
     """
     if peer.direct:
         feed.attach(peer.write_now)
     try:
-        async with contextlib.aclosing(resume(feed, after)) as events:
+        async with contextlib.aclosing(resume(feed, after, replay=replay)) as events:
             async for _seq, data in events:
                 await peer.write(data)
     except FeedClosedError as exc:
@@ -165,10 +167,12 @@ async def _pump_events(peer: SocketPeer, feed: Feed, after: int) -> None:
         feed.attach(None)
 
 
-async def _watch_feed(feed: Feed) -> None:
-    """Close as soon as the hub closes the feed, even while a send to a stuck client hangs."""
-    await feed.closed.wait()
-    raise Closing(*_FEED_CLOSE[feed.close_reason or FeedClosedReason.SHUTDOWN])
+def _kick_when_closed(feed: Feed, peer: SocketPeer) -> None:
+    """Close as soon as the hub closes the feed, even while a send to a stuck client hangs:
+    the feed's close kicks the peer, which ends the socket's tasks (no task waits for it)."""
+    feed.on_close = lambda reason: peer.kick(*_FEED_CLOSE[reason])
+    if feed.close_reason is not None:
+        peer.kick(*_FEED_CLOSE[feed.close_reason])
 
 
 # --------------------------------------------------------------------------- agents
@@ -233,12 +237,12 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
             log.info(
                 "agent attached battle=%s agent=%s peer=%s", battle.room_code, agent_id, peer.id
             )
+            _kick_when_closed(feed, peer)
             await first_done(
                 _read_agent(runner, peer, agent_id, svc.settings.limits.max_content_chars),
                 _pump_events(peer, feed, before_join if since is None else since),
                 peer.pump_outbox(),
-                peer.wait_kicked(),
-                _watch_feed(feed),
+                until=peer.kicked,
             )
         finally:
             runner.unregister(peer)
@@ -319,26 +323,33 @@ async def _watch_battle(svc: Services, ws: WebSocket, battle: Battle, since: int
     peer = SocketPeer(ws, svc.settings.node_id, limits)
     voting_runners: set[Runner] = set()
     async with svc.hub.watch(battle.id, queue_size=limits.spectator_queue) as feed:
+        replay = since is not None
         if since is None:
-            async with svc.db() as session:
-                resource = await battles.battle_resource(session, battle)
-                turns = await turn_views(session, battle.id)
-            snapshot = Snapshot(
-                battle=msgspec.to_builtins(resource), turns=turns, last_seq=resource.last_seq
-            )
-            await peer.write(encode(snapshot))
-            since = resource.last_seq
+            since = await _send_snapshot(svc, peer, battle)
         try:
+            _kick_when_closed(feed, peer)
             await first_done(
                 _read_spectator(svc, battle, peer, voting_runners),
-                _pump_events(peer, feed, since),
+                _pump_events(peer, feed, since, replay=replay),
                 peer.pump_outbox(),
-                peer.wait_kicked(),
-                _watch_feed(feed),
+                until=peer.kicked,
             )
         finally:
             for runner in voting_runners:
                 runner.unregister(peer)
+
+
+async def _send_snapshot(svc: Services, peer: SocketPeer, battle: Battle) -> int:
+    """Write the snapshot; its ``lastSeq``. (A function of its own: nothing it builds stays
+    referenced by the long-lived frame of the socket.)"""
+    async with svc.db() as session:
+        resource = await battles.battle_resource(session, battle)
+        turns = await turn_views(session, battle.id)
+    snapshot = Snapshot(
+        battle=msgspec.to_builtins(resource), turns=turns, last_seq=resource.last_seq
+    )
+    await peer.write(encode(snapshot))
+    return resource.last_seq
 
 
 async def _read_spectator(
