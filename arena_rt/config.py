@@ -59,6 +59,7 @@ class Timings:
     judge_timeout_ms: int = 30_000
     commentary_timeout_ms: int = 10_000
     session_ttl_s: int = 24 * 3600
+    snapshot_ttl_ms: int = 1_000  # a connecting socket may get a battle view this old
     shutdown_grace_s: float = 5.0
 
 
@@ -241,6 +242,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconnect_grace_ms=_int(env, "ARENA_RECONNECT_GRACE_MS", _TIMINGS.reconnect_grace_ms),
         judge_timeout_ms=_int(env, "ARENA_JUDGE_TIMEOUT_MS", _TIMINGS.judge_timeout_ms),
         session_ttl_s=_int(env, "ARENA_SESSION_TTL_S", _TIMINGS.session_ttl_s),
+        snapshot_ttl_ms=_int(env, "ARENA_SNAPSHOT_TTL_MS", _TIMINGS.snapshot_ttl_ms),
     )
     return Settings(
         database_url=database_url,

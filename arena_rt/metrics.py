@@ -30,6 +30,13 @@ class Metrics:
         self.slow_consumers = Counter(
             "arena_slow_consumers_total", "Spectators dropped with 4008", registry=r
         )
+        self.view_reads = Counter(
+            "arena_battle_view_reads_total",
+            "Battle snapshots wanted by connecting sockets: hit (cached), shared (a read in "
+            "flight), miss (read from the database)",
+            ["outcome"],
+            registry=r,
+        )
         self.live_battles = Gauge("arena_live_battles", "Battles run by this process", registry=r)
         self.commit_seconds = Histogram("arena_commit_seconds", "Group commit latency", registry=r)
         self.ai_failures = Counter(

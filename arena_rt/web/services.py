@@ -30,14 +30,24 @@ from arena_rt.store import agents, events
 from arena_rt.store.db import make_engine, make_sessionmaker
 from arena_rt.store.migrate import ensure_schema
 from arena_rt.store.sessions import SessionStore
+from arena_rt.web.views import BattleViews
 
 log = logging.getLogger("arena_rt")
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedSession:
+    """The session token a request authenticated with (a socket may hand it back)."""
+
+    token: str
+    expires_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     agent_id: str
     via: str  # "key" or "session"
+    session: PresentedSession | None = None
 
 
 @dataclass
@@ -55,6 +65,7 @@ class Services:
     vote_limiter: KeyedLimiter
     supervisor: Supervisor
     spectators: SpectatorCounts  # spectator sockets (not agents'), per battle and node
+    views: BattleViews  # what connecting sockets need, read once per battle and shared
 
     async def authenticate(self, token: str | None) -> Principal:
         """An agent from an API key or a session token; Unauthorized otherwise."""
@@ -62,7 +73,8 @@ class Services:
             raise Unauthorized("missing credentials: Authorization: Bearer <apiKey or token>")
         if token.startswith("st_"):
             claims: SessionClaims = await self.sessions.verify(token)
-            return Principal(claims.agent_id, "session")
+            presented = PresentedSession(token, claims.expires_at * 1000)
+            return Principal(claims.agent_id, "session", presented)
         key_id = parse_key_id(token)
         if key_id is None:
             raise Unauthorized("malformed API key")
@@ -132,6 +144,7 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         vote_limiter=KeyedLimiter(settings.limits.votes_per_minute),
         supervisor=Supervisor(db, deps, ownership, settings.timings),
         spectators=SpectatorCounts(settings.node_id, redis),
+        views=BattleViews(db, metrics, ttl_s=settings.timings.snapshot_ttl_ms / 1000),
     )
     try:
         await bus.start()

@@ -32,7 +32,6 @@ from arena_rt.protocol import (
     LeaveFrame,
     PingFrame,
     Pong,
-    Snapshot,
     TurnFrame,
     VoteFrame,
     Welcome,
@@ -41,9 +40,7 @@ from arena_rt.protocol import (
     spectator_frame_decoder,
 )
 from arena_rt.sanitize import clean_text
-from arena_rt.store import battles
 from arena_rt.store.models import Battle
-from arena_rt.store.transcript import turn_views
 from arena_rt.web.connection import (
     Closing,
     SocketPeer,
@@ -109,8 +106,8 @@ def _now_ms() -> int:
 
 
 async def _battle(svc: Services, ws: WebSocket) -> Battle:
-    async with svc.db() as session:
-        return await battles.battle_by_room(session, ws.path_params["room_code"])
+    """The room's battle row: for its id and configuration only (see ``BattleViews.battle``)."""
+    return await svc.views.battle(ws.path_params["room_code"])
 
 
 async def _authenticate(svc: Services, ws: WebSocket) -> Principal:
@@ -223,11 +220,10 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
                 previous.kick(CloseCode.REPLACED, "replaced")
             seat = find_seat(runner.state, agent_id)
             assert seat is not None
-            token, expires_at = await svc.sessions.create(agent_id, {"battleId": battle.id})
-            async with svc.db() as session:
-                resource = await battles.battle_resource(session, battle)
+            token, expires_at = await _session_for(svc, principal, battle.id)
+            view = await svc.views.view(battle.id, at_least_seq=before_join)
             welcome = Welcome(
-                battle=msgspec.to_builtins(resource),
+                battle=msgspec.to_builtins(view.resource),
                 you=AgentIdentity(agent_id, seat.position, seat.team_id),
                 session_token=token,
                 session_expires_at=expires_at,
@@ -248,6 +244,16 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
             runner.unregister(peer)
             if runner.detach_agent(agent_id, peer):
                 runner.submit_internal(Disconnect(agent_id, _now_ms()))
+
+
+async def _session_for(svc: Services, principal: Principal, battle_id: str) -> tuple[str, int]:
+    """The welcome's session token and expiry (ms): the one the agent connected with while it
+    has more than half its lifetime left (a reconnect writes nothing), else a new one."""
+    session = principal.session
+    ttl_ms = svc.settings.timings.session_ttl_s * 1000
+    if session is not None and session.expires_at_ms - _now_ms() > ttl_ms / 2:
+        return session.token, session.expires_at_ms
+    return await svc.sessions.create(principal.agent_id, {"battleId": battle_id})
 
 
 async def _read_agent(runner: Runner, peer: SocketPeer, agent_id: str, max_chars: int) -> None:
@@ -323,9 +329,14 @@ async def _watch_battle(svc: Services, ws: WebSocket, battle: Battle, since: int
     peer = SocketPeer(ws, svc.settings.node_id, limits)
     voting_runners: set[Runner] = set()
     async with svc.hub.watch(battle.id, queue_size=limits.spectator_queue) as feed:
-        replay = since is not None
+        replay = True
         if since is None:
-            since = await _send_snapshot(svc, peer, battle)
+            attached_at = time.monotonic()
+            view = await svc.views.view(battle.id)
+            await peer.write(view.snapshot)
+            # Events after the snapshot's lastSeq: all of them reach the feed when it was read
+            # after the feed was attached; a shared, older one is followed by a replay.
+            since, replay = view.last_seq, not view.read_after(attached_at)
         try:
             _kick_when_closed(feed, peer)
             await first_done(
@@ -337,19 +348,6 @@ async def _watch_battle(svc: Services, ws: WebSocket, battle: Battle, since: int
         finally:
             for runner in voting_runners:
                 runner.unregister(peer)
-
-
-async def _send_snapshot(svc: Services, peer: SocketPeer, battle: Battle) -> int:
-    """Write the snapshot; its ``lastSeq``. (A function of its own: nothing it builds stays
-    referenced by the long-lived frame of the socket.)"""
-    async with svc.db() as session:
-        resource = await battles.battle_resource(session, battle)
-        turns = await turn_views(session, battle.id)
-    snapshot = Snapshot(
-        battle=msgspec.to_builtins(resource), turns=turns, last_seq=resource.last_seq
-    )
-    await peer.write(encode(snapshot))
-    return resource.last_seq
 
 
 async def _read_spectator(
