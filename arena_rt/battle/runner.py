@@ -89,10 +89,17 @@ class Runner:
         self._agents: dict[str, Peer] = {}
         self._helpers: set[asyncio.Task[None]] = set()
         self.finished = asyncio.Event()
+        self._stepping = False  # a step is being committed or published
 
     @property
     def battle_id(self) -> str:
         return self.state.config.battle_id
+
+    @property
+    def settled_seq(self) -> int | None:
+        """The last seq, when every event up to it is committed and published and no step is
+        in flight (the next event will be published after now); else None."""
+        return None if self._stepping else self.state.last_seq
 
     # ----------------------------------------------------------------- inputs from outside
 
@@ -169,6 +176,13 @@ class Runner:
         self.finished.set()
 
     async def _handle(self, inp: Input, future: asyncio.Future[Reply] | None) -> None:
+        self._stepping = True
+        try:
+            await self._step(inp, future)
+        finally:
+            self._stepping = False
+
+    async def _step(self, inp: Input, future: asyncio.Future[Reply] | None) -> None:
         state, effects = machine.step(self.state, inp)
         events = [e.event for e in effects if isinstance(e, Emit)]
         votes = [e.vote for e in effects if isinstance(e, RecordVote)]

@@ -50,6 +50,7 @@ from arena_rt.web.connection import (
     receive_text,
 )
 from arena_rt.web.services import Principal, Services
+from arena_rt.web.views import BattleView
 
 log = logging.getLogger("arena_rt.sockets")
 
@@ -334,9 +335,7 @@ async def _watch_battle(svc: Services, ws: WebSocket, battle: Battle, since: int
             attached_at = time.monotonic()
             view = await svc.views.view(battle.id)
             await peer.write(view.snapshot)
-            # Events after the snapshot's lastSeq: all of them reach the feed when it was read
-            # after the feed was attached; a shared, older one is followed by a replay.
-            since, replay = view.last_seq, not view.read_after(attached_at)
+            since, replay = view.last_seq, not _view_is_current(svc, view, attached_at)
         try:
             _kick_when_closed(feed, peer)
             await first_done(
@@ -348,6 +347,17 @@ async def _watch_battle(svc: Services, ws: WebSocket, battle: Battle, since: int
         finally:
             for runner in voting_runners:
                 runner.unregister(peer)
+
+
+def _view_is_current(svc: Services, view: BattleView, attached_at: float) -> bool:
+    """Whether every event after the view's lastSeq will reach a feed attached at
+    ``attached_at``: so when the view was read after it, or when this process runs the battle
+    and has settled at the view's lastSeq (its next event will be published after now).
+    Otherwise the snapshot is followed by a replay from its lastSeq, as with ``since``."""
+    if view.read_after(attached_at):
+        return True
+    runner = svc.supervisor.live(view.battle_id)
+    return runner is not None and runner.settled_seq == view.last_seq
 
 
 async def _read_spectator(
