@@ -210,8 +210,11 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
         try:
             # Without `since`, the agent gets every event after this point: its own join and
             # whatever follows it (STARTING, a turn_started naming it), even those committed
-            # before the welcome below is built.
-            before_join = runner.state.last_seq
+            # before the welcome below is built. When the runner has settled (no step being
+            # committed or published), every later event reaches the feed attached above:
+            # nothing to replay.
+            settled = runner.settled_seq
+            before_join = runner.state.last_seq if settled is None else settled
             reply = await runner.call(Join(agent_id, _now_ms(), team_id=team, origin=peer.id))
             if isinstance(reply, ReplyError):
                 await _fail(ws, error_for(reply.code, reply.message))
@@ -237,7 +240,12 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
             _kick_when_closed(feed, peer)
             await first_done(
                 _read_agent(runner, peer, agent_id, svc.settings.limits.max_content_chars),
-                _pump_events(peer, feed, before_join if since is None else since),
+                _pump_events(
+                    peer,
+                    feed,
+                    before_join if since is None else since,
+                    replay=since is not None or settled is None,
+                ),
                 peer.pump_outbox(),
                 until=peer.kicked,
             )
