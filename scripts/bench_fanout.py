@@ -94,7 +94,9 @@ class Control:
         threading.Thread(target=reader, daemon=True).start()
 
 
-async def publish_loop(control: Control, battles: int, publish: Any, deadline: float) -> None:
+async def publish_loop(
+    control: Control, battles: int, publish: Any, deadline: float, after_step: Any = None
+) -> None:
     """Run steps as the parent asks: ``("run", step, events_per_s, seconds)``."""
     seqs = [0] * battles
     while time.monotonic() < deadline:
@@ -123,6 +125,8 @@ async def publish_loop(control: Control, battles: int, publish: Any, deadline: f
         if rest > 0:
             await asyncio.sleep(rest)
         started = mono0 / 1e9
+        if after_step is not None:
+            after_step(step)
         control.conn.send(("ran", step, per_battle, time.perf_counter() - started))
 
 
@@ -134,6 +138,7 @@ def arena_server(
     seconds: float,
     database_url: str,
     arena_src: str | None = None,
+    count_paths: bool = False,
 ) -> None:
     raise_nofile(65_536)
     if arena_src:  # e.g. an export of an older commit, for before/after figures
@@ -165,6 +170,7 @@ def arena_server(
             yield state
 
     app.router.lifespan_context = lifespan
+    after_step = install_path_counters() if count_paths else None
     # As arena_rt.cli.serve configures it.
     config = uvicorn.Config(
         app,
@@ -201,12 +207,99 @@ def arena_server(
 
         print(f"  arena_rt from {Path(arena_rt.__file__).parent}", file=sys.stderr, flush=True)
         conn.send(("ready", [f"/ws/battles/{r}/spectate" for r in rooms]))
-        await publish_loop(control, battles, publish, time.monotonic() + seconds)
+        await publish_loop(control, battles, publish, time.monotonic() + seconds, after_step)
         server.should_exit = True
         await serving
 
     with asyncio.Runner(loop_factory=benchlib.use_uvloop()) as runner:
         runner.run(main())
+
+
+def install_path_counters() -> Any:
+    """``--count-paths``: wrap ``SocketPeer.write_now`` (the hub's direct path) and
+    ``SocketPeer.write`` (the queued path, plus one snapshot per socket) to count which path
+    each delivery took and why the direct path refused; prints the counts after every step.
+    Diagnostic only: the wrappers add a little per-delivery cost."""
+    from collections import Counter
+
+    from starlette.websockets import WebSocketState
+    from websockets.protocol import State
+
+    from arena_rt.web.connection import SocketPeer
+
+    counts: Counter[str] = Counter()
+    orig_write_now = SocketPeer.write_now
+    orig_write = SocketPeer.write
+
+    def why_not_ready(peer: Any) -> str:
+        proto = peer._proto
+        if proto is None:
+            return "no_proto"
+        if not proto.writable.is_set():
+            return "paused"
+        if proto.close_sent or proto.disconnected or proto.conn.state is not State.OPEN:
+            return "closing"
+        if proto.transport.is_closing():
+            return "transport_closing"
+        if peer.ws.application_state is not WebSocketState.CONNECTED:
+            return "app_state"
+        return "ready"
+
+    def write_now(self: Any, data: bytes) -> bool:
+        ok = orig_write_now(self, data)
+        if ok:
+            counts["direct"] += 1
+        elif self._send_lock.locked():
+            counts["refused_lock"] += 1
+        else:
+            counts["refused_" + why_not_ready(self)] += 1
+        return ok
+
+    async def write(self: Any, data: bytes) -> None:
+        counts["queued_write"] += 1
+        if self._send_lock.locked():
+            counts["queued_write_waited_lock"] += 1
+        elif not self._transport_ready():
+            counts["queued_write_asgi"] += 1
+        await orig_write(self, data)
+
+    SocketPeer.write_now = write_now  # type: ignore[method-assign]
+    SocketPeer.write = write  # type: ignore[method-assign]
+
+    import gc
+
+    gc_started = [0.0]
+    gc_pauses: list[tuple[int, float]] = []
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_pauses.append((info["generation"], time.perf_counter() - gc_started[0]))
+
+    gc.callbacks.append(on_gc)
+
+    def after_step(step: int) -> None:
+        total = counts["direct"] + counts["queued_write"]
+        share = counts["direct"] / total if total else 0.0
+        by_gen = {
+            g: [d for gen, d in gc_pauses if gen == g] for g in sorted({g for g, _ in gc_pauses})
+        }
+        gcs = " ".join(
+            f"gen{g}:{len(ds)}x sum {sum(ds) * 1e3:.1f}ms max {max(ds) * 1e3:.1f}ms"
+            for g, ds in by_gen.items()
+        )
+        print(
+            f"  paths step {step}: direct {share:.1%} "
+            + json.dumps(dict(sorted(counts.items())))
+            + f"  gc {gcs or 'none'}  objects {len(gc.get_objects())}",
+            file=sys.stderr,
+            flush=True,
+        )
+        counts.clear()
+        gc_pauses.clear()
+
+    return after_step
 
 
 def ceiling_server(
@@ -413,7 +506,11 @@ class Harness:
         self.server = ctx.Process(
             target=target,
             args=(child_srv, port, battles, per_battle, lifetime, args.database_url)
-            + ((args.arena_src,) if kind == "before" else ()),
+            + (
+                ((args.arena_src if kind == "before" else None), args.count_paths)
+                if kind != "ceiling"
+                else ()
+            ),
             daemon=True,
         )
         self.server.start()
@@ -456,6 +553,45 @@ class Harness:
         if self.args.warmup_s > 0:  # first events after the connects: not measured
             warm = argparse.Namespace(**{**vars(self.args), "step_s": self.args.warmup_s})
             one_step(self.srv, self.workers, self.pids, 0, self.rate, warm, self.sockets, 1e9)
+        self.start_profile()
+
+    def start_profile(self) -> None:
+        """``--profile DIR``: py-spy records the server process (raw, collapsed stacks) from
+        the end of the warm-up until the shape is done; SIGINT makes it write the file."""
+        self.profiler: Any = None
+        if not self.args.profile:
+            return
+        import shutil
+        import subprocess
+
+        self.args.profile.mkdir(parents=True, exist_ok=True)
+        out = self.args.profile / f"{self.kind}-{self.out.shape}.txt"
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        cmd = [exe, "record", "--pid", str(self.server.pid), "--format", "raw"]
+        cmd += ["--rate", str(self.args.profile_rate), "-o", str(out)]
+        if self.args.profile_nonblocking:
+            cmd.append("--nonblocking")
+        self.profiler = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(0.5)  # let it attach before the first measured step
+        print(f"  {self.kind} profile -> {out} (py-spy pid {self.profiler.pid})", file=sys.stderr)
+
+    def stop_profile(self) -> None:
+        import signal
+
+        prof = getattr(self, "profiler", None)
+        if prof is None:
+            return
+        self.profiler = None
+        prof.send_signal(signal.SIGINT)
+        try:
+            _, err = prof.communicate(timeout=30)
+        except Exception:
+            prof.kill()
+            err = ""
+        tail = " ".join((err or "").strip().splitlines()[-2:])
+        print(f"  {self.kind} py-spy: {tail}", file=sys.stderr, flush=True)
 
     def attempt(self) -> Step:
         self.step_no += 1
@@ -515,6 +651,7 @@ class Harness:
 
     def close(self) -> None:
         self.out.best = self.low
+        self.stop_profile()
         with contextlib.suppress(Exception):
             self.srv.send(("stop",))
         for _, pipe in self.workers:
@@ -654,6 +791,20 @@ def main() -> None:
         help="import arena_rt from this directory in the arena server (before/after runs)",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy record each server (raw format) after the warm-up into DIR/KIND-SHAPE.txt",
+    )
+    parser.add_argument("--profile-rate", type=int, default=250, help="py-spy samples/s")
+    parser.add_argument(
+        "--profile-nonblocking", action="store_true", help="py-spy --nonblocking (less overhead)"
+    )
+    parser.add_argument(
+        "--count-paths",
+        action="store_true",
+        help="arena server: count direct vs queued deliveries per step (adds a little cost)",
+    )
     args = parser.parse_args()
     raise_nofile(65_536)
     lines = benchlib.header("fan-out benchmark: deliveries/s at p99 ≤ budget, no loss")
