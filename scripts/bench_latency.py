@@ -127,7 +127,11 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(lines), flush=True)
     benchlib.raise_nofile(100_000)
     keys = Path(args.keys)
-    with benchlib.migrated_database("arena_latency") as url, tempfile.TemporaryDirectory() as tmp:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    server_log = out / "server.log"  # kept: a crashed battle's traceback is in it
+    server_log.unlink(missing_ok=True)
+    with benchlib.migrated_database("arena_latency") as url:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ARENA_")},
             "DATABASE_URL": url,
@@ -136,8 +140,7 @@ def run(args: argparse.Namespace) -> int:
             "ARENA_LOG_LEVEL": "WARNING",
             "ARENA_REGISTRATIONS_PER_MINUTE": "100000",
         }
-        out = Path(args.out)
-        with server(env, Path(tmp) / "server.log") as (proc, port):
+        with server(env, server_log) as (proc, port):
             # A fresh database: agents from an earlier run don't exist here.
             keys.unlink(missing_ok=True)
             cmd = [
@@ -237,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
                 f"arena_rt p99 / floor p99: "
                 f"{lat.get('p99', float('nan')) / max(floor['p99_ms_median'], 0.1):.1f}x"
             )
-    print(f"report: {out / 'report.json'} and {out / 'report.html'}")
+    print(f"report: {out / 'report.json'} and {out / 'report.html'}; server log: {server_log}")
     print(f"load at the end: {benchlib.load_average()}")
     return 0
 

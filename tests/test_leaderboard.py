@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arena_rt.config import Settings
 from arena_rt.protocol import Result, Status, encode
 from arena_rt.ratings.batch import refit
 from arena_rt.store.db import make_engine, make_sessionmaker
-from arena_rt.store.models import Battle, BattleEvent, BattleParticipant
+from arena_rt.store.models import Agent, Battle, BattleEvent, BattleParticipant
 from tests.helpers_http import register
 from tests.support import unique
 
@@ -55,6 +56,11 @@ async def test_fit_orders_agents_and_reports_intervals(
             await completed(db, winner["id"], loser["id"])
     fits = await refit(db, rounds=60, seed=1)
     assert {"ALL", "HEAD_TO_HEAD"} <= set(fits)
+    async with db() as session:  # first page (Elo order), whatever else the database holds
+        await session.execute(
+            update(Agent).where(Agent.id.in_([a["id"], b["id"], c["id"]])).values(rating=9_000)
+        )
+        await session.commit()
 
     board = (await client.get("/api/leaderboard", params={"limit": 100})).json()["agents"]
     mine = {

@@ -3,8 +3,9 @@
 A runner hands its step over and waits; the committer drains whatever has queued up (up to a
 bound) and writes it all in one transaction, so 500 busy battles cost a handful of commits per
 second instead of 500. Each battle has at most one step in flight (its runner waits), which
-keeps per-battle order. When a group fails, its steps are retried one by one so one battle's
-bad step cannot fail the others.
+keeps per-battle order. Several groups are written at once, each on its own connection. A group
+the database aborted to break a deadlock is written again; when a group fails otherwise, its
+steps are retried one by one so one battle's bad step cannot fail the others.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arena_rt.metrics import Metrics
@@ -23,6 +26,14 @@ from arena_rt.store.battle_writes import StepWrite, write_steps
 log = logging.getLogger("arena_rt.committer")
 
 LINGER_ROUNDS = 4  # event-loop rounds a group waits for more steps while they keep coming
+
+
+RETRIES = 4  # attempts at a group the database aborted to break a deadlock
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 class CommitError(Exception):
@@ -110,7 +121,7 @@ class Committer:
     async def _write_group(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            await self._write([p.step for p in group])
+            await self._write_retrying([p.step for p in group])
         except asyncio.CancelledError:
             for p in group:
                 if not p.done.done():
@@ -129,6 +140,25 @@ class Committer:
             self._metrics.events.inc(sum(len(p.step.events) for p in group))
         for p in group:
             self._settle(p, None)
+
+    async def _write_retrying(self, steps: list[StepWrite]) -> None:
+        """Write, again when the database aborted the transaction only to break a deadlock or
+        a serialization conflict with a concurrent one (the other went through)."""
+        for attempt in range(1, RETRIES + 1):
+            try:
+                await self._write(steps)
+                return
+            except DBAPIError as exc:
+                if attempt == RETRIES or not _is_transient(exc):
+                    raise
+                log.warning(
+                    "group of %d steps aborted by the database (%s); retry %d of %d",
+                    len(steps),
+                    getattr(exc.orig, "sqlstate", "?"),
+                    attempt,
+                    RETRIES - 1,
+                )
+                await asyncio.sleep(random.uniform(0.002, 0.02) * attempt)
 
     async def _write(self, steps: list[StepWrite]) -> None:
         async with self._sessionmaker() as session, session.begin():

@@ -113,6 +113,7 @@ _BATTLES = cast(Table, Battle.__table__)
 async def write_steps(session: AsyncSession, steps: Sequence[StepWrite]) -> None:
     batch = _Batch()
     now = utcnow()
+    await _lock_rated_agents(session, steps)
     for step in steps:
         if step.has_result:
             await _rate_results(session, step)
@@ -364,18 +365,30 @@ async def _record_outcome(
         )
 
 
+async def _lock_rated_agents(session: AsyncSession, steps: Sequence[StepWrite]) -> None:
+    """Lock every agent whose rating this group moves, all at once and in id order, before
+    any of them is written. Groups run in concurrent transactions (several writers, several
+    nodes); locking step by step, two groups sharing agents could each hold one the other
+    needs (PostgreSQL aborts one: deadlock detected). ``FOR NO KEY UPDATE`` (what an UPDATE
+    of non-key columns takes): the key-share locks of other groups' inserts that reference
+    these agents (turns, seats) don't conflict with it."""
+    agent_ids = sorted({a for step in steps if step.has_result for a in step.seats})
+    if agent_ids:
+        await session.execute(
+            select(Agent.id)
+            .where(Agent.id.in_(agent_ids))
+            .order_by(Agent.id)
+            .with_for_update(key_share=True)
+        )
+
+
 async def _rate_results(session: AsyncSession, step: StepWrite) -> None:
     """Move the ratings of a finished battle and put before/after into its ``result`` event."""
     for index, event in enumerate(step.events):
         if not isinstance(event, Result) or not step.seats:
             continue
-        # Locked in id order: concurrent writers (other nodes) never deadlock on agents.
-        rows = await session.execute(
-            select(Agent.id, Agent.rating)
-            .where(Agent.id.in_(step.seats))
-            .order_by(Agent.id)
-            .with_for_update()
-        )
+        # Locked already (_lock_rated_agents), in id order with the rest of the group.
+        rows = await session.execute(select(Agent.id, Agent.rating).where(Agent.id.in_(step.seats)))
         current = {agent_id: rating for agent_id, rating in rows}
         changes = rate_battle(
             step.mode,
