@@ -68,6 +68,7 @@ class KeyVerifier:
         self._ttl_s = ttl_s
         # A flood of wrong keys must not take every thread of the default executor.
         self._slots = asyncio.Semaphore(workers)
+        self._checks: dict[tuple[bytes, str], asyncio.Task[bool]] = {}  # in flight
 
     async def issue(self) -> IssuedKey:
         async with self._slots:
@@ -76,17 +77,27 @@ class KeyVerifier:
     async def verify(self, key: str, stored_hash: str) -> bool:
         digest = hashlib.sha256(key.encode()).digest()
         cached = self._cache.get(digest)
-        now = time.monotonic()
         if cached is not None:
             cached_hash, expires = cached
-            if expires > now and hmac.compare_digest(cached_hash, stored_hash):
+            if expires > time.monotonic() and hmac.compare_digest(cached_hash, stored_hash):
                 self._cache.move_to_end(digest)
                 return True
             del self._cache[digest]
+        # Sockets of one agent connecting together (its battles, a reconnect wave) share one
+        # bcrypt check instead of each paying ~300 ms of CPU for the same answer.
+        flight = (digest, stored_hash)
+        check = self._checks.get(flight)
+        if check is None:
+            check = asyncio.create_task(self._check(key, stored_hash, digest))
+            self._checks[flight] = check
+            check.add_done_callback(lambda _: self._checks.pop(flight, None))
+        return await asyncio.shield(check)  # one waiter leaving must not cancel the others'
+
+    async def _check(self, key: str, stored_hash: str, digest: bytes) -> bool:
         async with self._slots:
             ok = await asyncio.to_thread(bcrypt.checkpw, key.encode(), stored_hash.encode())
         if ok:
-            self._cache[digest] = (stored_hash, now + self._ttl_s)
+            self._cache[digest] = (stored_hash, time.monotonic() + self._ttl_s)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return ok
