@@ -2,7 +2,8 @@
 
 Each node counts its own spectator sockets. Embedded mode reads those counts directly. With
 Redis, every node keeps its count in the battle's hash ``arena:spectators:<battleId>`` under its
-node id as ``"<count>:<expiresAtMs>"`` and rewrites it on every change and every 10 s; a reader
+node id as ``"<count>:<expiresAtMs>"`` and rewrites it after a change (changes within 0.2 s
+together) and every 10 s; a reader
 sums the fields that have not expired, so a node that dies stops counting within 30 s.
 """
 
@@ -22,6 +23,7 @@ log = logging.getLogger("arena_rt.spectators")
 PREFIX = "arena:spectators:"
 FIELD_TTL_MS = 30_000
 REFRESH_S = 10.0
+COALESCE_S = 0.2  # changes within this are written together
 
 
 def _now_ms() -> int:
@@ -87,13 +89,23 @@ class SpectatorCounts:
         redis = self.redis
         if redis is None:
             return
+        refreshed = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REFRESH_S):
+                async with asyncio.timeout(max(refreshed + REFRESH_S - time.monotonic(), 0)):
                     await self._wake.wait()
+                    # Changes come in waves (a crowd arriving): gather them into one write.
+                    await asyncio.sleep(COALESCE_S)
             self._wake.clear()
-            battle_ids = self._dirty | set(self.local)
+            # A change rewrites the battles that changed; every REFRESH_S, every battle watched
+            # here is rewritten too (its field would expire otherwise).
+            battle_ids = self._dirty
+            if time.monotonic() - refreshed >= REFRESH_S:
+                battle_ids = battle_ids | set(self.local)
+                refreshed = time.monotonic()
             self._dirty = set()
+            if not battle_ids:
+                continue
             expires = _now_ms() + FIELD_TTL_MS
             try:
                 async with redis.pipeline(transaction=False) as pipe:
