@@ -37,6 +37,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "arena_loop_lag_seconds",
+            "How late a 100 ms timer fires on the event loop",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
         self.live_battles = Gauge("arena_live_battles", "Battles run by this process", registry=r)
         self.commit_seconds = Histogram("arena_commit_seconds", "Group commit latency", registry=r)
         self.ai_failures = Counter(

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from arena_rt import looplag
 from arena_rt.config import Settings, load_settings
 from arena_rt.errors import ArenaError
 from arena_rt.logs import install_redaction
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with open_services(settings, metrics) as services:
+        async with open_services(settings, metrics) as services, looplag.watching(metrics.loop_lag):
             yield {"services": services}
 
     async def arena_error(request: Request, exc: Exception) -> Response:
