@@ -34,6 +34,8 @@ from arena_rt.web.views import BattleViews
 
 log = logging.getLogger("arena_rt")
 
+COMMIT_WRITERS = 2  # group transactions in flight at once, each on its own connection
+
 
 @dataclass(frozen=True, slots=True)
 class PresentedSession:
@@ -110,7 +112,15 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         if redis
         else from_url(None)
     )
-    committer = Committer(db, metrics)
+    # The committer's own connections: a wave of reads (spectators connecting, pages) must not
+    # take the pooled connections the turns of every live battle are waiting to commit on.
+    # (SQLite has one writer at a time whatever the pool: one engine there.)
+    commit_engine = (
+        engine
+        if settings.is_sqlite
+        else make_engine(settings.database_url, pool_size=COMMIT_WRITERS, max_overflow=0)
+    )
+    committer = Committer(make_sessionmaker(commit_engine), metrics, writers=COMMIT_WRITERS)
     ownership: Ownership = (
         RedisOwnership(redis, settings.node_id)
         if redis is not None
@@ -163,3 +173,5 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         if redis is not None:
             await redis.aclose()
         await engine.dispose()
+        if commit_engine is not engine:
+            await commit_engine.dispose()
