@@ -101,6 +101,7 @@ class _Batch:
     votes: list[dict[str, Any]] = field(default_factory=list)
     turns: list[dict[str, Any]] = field(default_factory=list)
     battles: dict[str, dict[str, Any]] = field(default_factory=dict)  # merged, last value wins
+    commentary: list[dict[str, Any]] = field(default_factory=list)  # one per turn, later
     rare: list[tuple[StepWrite, Event]] = field(default_factory=list)
 
 
@@ -108,6 +109,11 @@ _EVENTS = cast(Table, BattleEvent.__table__)
 _VOTES = cast(Table, Vote.__table__)
 _TURNS = cast(Table, BattleTurn.__table__)
 _BATTLES = cast(Table, Battle.__table__)
+_SET_COMMENTARY = (
+    update(_TURNS)
+    .where(_TURNS.c.battle_id == bindparam("c_battle"), _TURNS.c.turn_number == bindparam("c_turn"))
+    .values(commentary=bindparam("c_text"))
+)
 
 
 async def write_steps(session: AsyncSession, steps: Sequence[StepWrite]) -> None:
@@ -135,6 +141,8 @@ async def write_steps(session: AsyncSession, steps: Sequence[StepWrite]) -> None
                 await conn.execute(insert(table), rows)
         for stmt, many in _battle_updates(batch.battles, now):
             await conn.execute(stmt, many)
+    if batch.commentary:  # every turn gets one: one executemany, not a statement each
+        await conn.execute(_SET_COMMENTARY, batch.commentary)
     for step, event in batch.rare:
         await _apply_rare(session, step, event)
 
@@ -241,7 +249,9 @@ def _collect(batch: _Batch, step: StepWrite, now: Any) -> None:
                         "created_at": from_ms(event.at),
                     }
                 )
-            case ParticipantJoined() | ParticipantLeft() | Commentary() | Result():
+            case Commentary(turn_number=number, text=text):
+                batch.commentary.append({"c_battle": battle_id, "c_turn": number, "c_text": text})
+            case ParticipantJoined() | ParticipantLeft() | Result():
                 batch.rare.append((step, event))
             case _:
                 pass  # turn_skipped, voting_started, vote_tally: the log is their record
@@ -298,12 +308,6 @@ async def _apply_rare(session: AsyncSession, step: StepWrite, event: Event) -> N
                     BattleParticipant.agent_id == agent_id,
                 )
                 .values(is_active=False, left_at=from_ms(event.at))
-            )
-        case Commentary(turn_number=number, text=text):
-            await session.execute(
-                update(BattleTurn)
-                .where(BattleTurn.battle_id == battle_id, BattleTurn.turn_number == number)
-                .values(commentary=text)
             )
         case Result():
             await session.execute(
