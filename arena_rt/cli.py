@@ -36,6 +36,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from arena_rt.web.app import create_app
+    from arena_rt.web.connection import lean_sansio_protocol
 
     log.info("arena_rt serving on http://%s:%d (node %s)", host, port, settings.node_id)
     tune_gc()
@@ -43,7 +44,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
         create_app(settings),
         host=host,
         port=port,
-        ws="websockets-sansio",
+        # websockets-sansio, holding less per idle socket (see lean_sansio_protocol).
+        ws=lean_sansio_protocol(),
         ws_max_size=settings.limits.max_frame_bytes,
         # Spectator sockets are many and idle; compression costs ~64 KiB per socket.
         ws_per_message_deflate=False,

@@ -47,7 +47,16 @@ from arena_rt.bus.base import (
     HubNotStartedError,
 )
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "BoundedQueue", "Feed", "Hub", "LoadAfter", "resume"]
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "BoundedQueue",
+    "Feed",
+    "Hub",
+    "LoadAfter",
+    "catch_up",
+    "drain",
+    "resume",
+]
 
 T = TypeVar("T")
 
@@ -130,7 +139,25 @@ class BoundedQueue(Generic[T]):
 
 
 class Feed:
-    """One local spectator's bounded queue of ``(seq, bytes)``; read it through :func:`resume`."""
+    """One local spectator's bounded queue of ``(seq, bytes)``; read it through :func:`resume`
+    (or :func:`catch_up` then :func:`drain`, on demand: see ``on_queued``)."""
+
+    __slots__ = (
+        "_channel",
+        "_closed",
+        "_cursor",
+        "_direct",
+        "_hub",
+        "_position",
+        "_queue",
+        "_replaying",
+        "_sink",
+        "_tail",
+        "battle_id",
+        "close_reason",
+        "on_close",
+        "on_queued",
+    )
 
     def __init__(self, hub: Hub, channel: _Channel, battle_id: str, queue_size: int) -> None:
         self.battle_id = battle_id
@@ -147,6 +174,10 @@ class Feed:
         self._sink: Sink | None = None
         self._direct = 0  # the highest seq handed to the sink; resume() skips up to it
         self._replaying = False  # resume() is fetching missing events: nothing may overtake
+        self._cursor = 0  # the highest seq handed out by catch_up()/drain()
+        # Called when a live event was queued (not taken by the sink): a reader that is not
+        # waiting on the queue (see drain()) is told to come and read it.
+        self.on_queued: Callable[[], None] | None = None
 
     @property
     def closed(self) -> asyncio.Event:
@@ -200,6 +231,8 @@ class Feed:
             self._close(FeedClosedReason.OVERFLOW)
             return
         self._tail = seq
+        if self.on_queued is not None:
+            self.on_queued()
 
     def _go_live(self, cursor: int) -> None:
         self._position = max(cursor, self._tail)
@@ -558,3 +591,59 @@ async def resume(
                 feed._raise_if_closed()
         yield seq, data
         cursor = seq
+
+
+Write = Callable[[bytes], Awaitable[None]]
+
+
+async def catch_up(feed: Feed, since: int, write: Write, *, replay: bool = True) -> None:
+    """:func:`resume` for a reader that does not wait on the queue: write every event with
+    ``seq > since`` (the replay, as resume() does), go live, and write what queued meanwhile
+    with :func:`drain`. Later live events go to the feed's sink, or are queued and announced
+    through ``feed.on_queued``; :func:`drain` writes those. Together: the same events, in the
+    same order, as ``async for ... in resume(feed, since, replay=replay)``, without a task
+    waiting on each idle feed. Raises :class:`FeedClosedError` once the feed is closed."""
+    hub = feed._hub
+    cursor = max(since, 0)
+    while replay:
+        epoch = feed._channel.epoch
+        for seq, data in await hub.events_after(feed.battle_id, cursor):
+            feed._raise_if_closed()
+            if seq <= cursor:
+                continue
+            await write(data)
+            cursor = seq
+        if feed._channel.epoch == epoch:
+            break
+    feed._cursor = cursor
+    feed._go_live(cursor)
+    await drain(feed, write)
+
+
+async def drain(feed: Feed, write: Write) -> None:
+    """Write the live events queued on a feed that :func:`catch_up` made live, until its queue
+    is empty (resume()'s live loop, run on demand: one call at a time per feed)."""
+    hub = feed._hub
+    feed._raise_if_closed()
+    while not feed._queue.empty():
+        seq, data = await feed.get()  # never waits: the queue is not empty
+        cursor = max(feed._cursor, feed._direct)  # the sink wrote up to _direct
+        feed._cursor = cursor
+        if seq <= cursor:
+            continue
+        if seq > cursor + 1:
+            # The hub hands out consecutive runs, so this is a safety net, not the normal path.
+            feed._replaying = True
+            try:
+                for missing_seq, missing in await hub.events_after(feed.battle_id, cursor):
+                    if missing_seq >= seq:
+                        break
+                    await write(missing)
+                    cursor = feed._cursor = missing_seq
+            finally:
+                feed._replaying = False
+            if seq != cursor + 1:
+                feed._close(FeedClosedReason.GAP)
+                feed._raise_if_closed()
+        await write(data)
+        feed._cursor = seq

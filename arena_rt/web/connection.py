@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -91,8 +92,97 @@ def sansio_protocol(ws: WebSocket) -> Any | None:
     return None
 
 
+class _Flag:
+    """``asyncio.Event``'s ``is_set``/``set``/``clear``/``wait`` without its deque (about 0.8 KB
+    per instance): waiters are a list made only while someone waits."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
+def lean_sansio_protocol() -> type[Any]:
+    """uvicorn's ``websockets-sansio`` protocol with less held per open socket; ``serve``
+    passes it as uvicorn's ``ws`` protocol class. Same behaviour, same wire bytes:
+
+    * the receive queue and the ``writable`` event are :class:`BoundedQueue` / :class:`_Flag`
+      (``asyncio.Queue`` + ``asyncio.Event`` hold five deques, about 3.8 KB per socket, for a
+      queue that is nearly always empty and an event that is nearly always set);
+    * the handshake's request and response (their header maps, about 2.5 KB) are dropped once
+      the handshake is complete: uvicorn reads them only while handshaking.
+    """
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class LeanSansIOProtocol(WebSocketsSansIOProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.queue = BoundedQueue(sys.maxsize)  # type: ignore[assignment]
+            writable = _Flag()
+            if self.writable.is_set():
+                writable.set()
+            self.writable = writable  # type: ignore[assignment]
+
+        async def send(self, message: Any) -> None:
+            await super().send(message)
+            if self.handshake_complete and getattr(self, "response", None) is not None:
+                self.request = self.response = None  # type: ignore[assignment]
+
+    return LeanSansIOProtocol
+
+
 class SocketPeer:
-    """What a runner answers: ``send`` never blocks; an overflowing outbox closes the socket."""
+    """What a runner answers: ``send`` never blocks; an overflowing outbox closes the socket.
+
+    While :meth:`serve` runs, the socket's reader is its only long-lived task: the outbox and
+    the battle's queued events are written by helper tasks started when there is something to
+    write (:meth:`spawn`), which end once it is written. A helper's failure ends the socket
+    like a kick does (its exception is raised by :meth:`serve`)."""
+
+    __slots__ = (
+        "_bucket",
+        "_helpers",
+        "_max_strikes",
+        "_outbox_task",
+        "_proto",
+        "_send_lock",
+        "_serving",
+        "_strikes",
+        "id",
+        "kicked",
+        "outbox",
+        "ws",
+    )
 
     def __init__(self, ws: WebSocket, node_id: str, limits: Limits) -> None:
         self.id = f"{node_id}-{next(_ids)}"
@@ -105,6 +195,9 @@ class SocketPeer:
         self._send_lock = asyncio.Lock()
         # Created after ``accept``: the handshake (and so the extensions) is settled.
         self._proto = sansio_protocol(ws)
+        self._serving = False  # serve() is running: helpers may be started
+        self._helpers: set[asyncio.Task[None]] | None = None  # made when the first one starts
+        self._outbox_task: asyncio.Task[None] | None = None
 
     @property
     def direct(self) -> bool:
@@ -140,11 +233,71 @@ class SocketPeer:
             self.outbox.put_nowait(data)
         except asyncio.QueueFull:
             self.kick(CloseCode.SLOW_CONSUMER, "slow_consumer")
+            return
+        self._pump_outbox_soon()
 
     def kick(self, code: int, reason: str) -> None:
         """Ask this socket's handler to close it (from any task, e.g. a replacing socket)."""
         if not self.kicked.done():
             self.kicked.set_result(Closing(code, reason))
+
+    def _fail(self, exc: BaseException) -> None:
+        """A helper failed: end the socket, raising ``exc`` from :meth:`serve`."""
+        if self._serving and not self.kicked.done():
+            self.kicked.set_exception(exc)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run ``coro`` as a helper of :meth:`serve` (cancelled when it ends); None (and the
+        coroutine is closed) when the socket is no longer served."""
+        if not self._serving or self.kicked.done():
+            coro.close()
+            return None
+        task = asyncio.get_running_loop().create_task(coro)
+        if self._helpers is None:
+            self._helpers = set()
+        self._helpers.add(task)
+        task.add_done_callback(self._helper_done)
+        return task
+
+    def _helper_done(self, task: asyncio.Task[None]) -> None:
+        if self._helpers is not None:
+            self._helpers.discard(task)
+            if not self._helpers:
+                self._helpers = None
+        if not task.cancelled() and task.exception() is not None:
+            self._fail(task.exception())  # type: ignore[arg-type]
+
+    def _pump_outbox_soon(self) -> None:
+        """Start the outbox's writer unless it is running (it writes until the outbox is empty)."""
+        if self._serving and not self.outbox.empty():
+            task = self._outbox_task
+            if task is None or task.done():
+                self._outbox_task = self.spawn(self._pump_outbox())
+
+    async def _pump_outbox(self) -> None:
+        while not self.outbox.empty():
+            await self.write(await self.outbox.get())
+
+    async def serve(
+        self, reader: Coroutine[Any, Any, None], *starting: Coroutine[Any, Any, None]
+    ) -> None:
+        """Read (``reader``) until it ends, fails, or the socket is kicked (the ``Closing`` is
+        raised) or a helper fails (its exception is raised); ``starting`` run as helpers. The
+        outbox is written from now on (what was sent before waits until now). Every helper is
+        cancelled and awaited before this returns."""
+        self._serving = True
+        try:
+            for coro in starting:
+                self.spawn(coro)
+            self._pump_outbox_soon()
+            await first_done(reader, until=self.kicked)
+        finally:
+            self._serving = False
+            helpers, self._helpers = self._helpers, None
+            if helpers:
+                await cancel_all(list(helpers))
+            if self.kicked.done() and not self.kicked.cancelled():
+                self.kicked.exception()  # retrieved (a helper may have failed meanwhile)
 
     def error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
         self.send(encode(ErrorFrame(code=code, message=message, ref=ref)))
@@ -165,10 +318,6 @@ class SocketPeer:
                 self._proto.transport.write(text_frame(data))  # type: ignore[union-attr]
             else:
                 await self.ws.send_text(data.decode())
-
-    async def pump_outbox(self) -> None:
-        while True:
-            await self.write(await self.outbox.get())
 
     async def wait_kicked(self) -> None:
         raise await self.kicked

@@ -8,10 +8,11 @@ event pump (the battle's events from the hub, resumed by ``since``), and the out
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import unicodedata
+from collections.abc import Coroutine
+from typing import Any
 
 import msgspec
 from starlette.routing import WebSocketRoute
@@ -21,7 +22,7 @@ from arena_rt.battle.domain import CastVote, Disconnect, Join, Leave, ReplyError
 from arena_rt.battle.machine import find_seat
 from arena_rt.battle.runner import Busy, Runner
 from arena_rt.bus.base import FeedClosedError, FeedClosedReason
-from arena_rt.bus.hub import Feed, resume
+from arena_rt.bus.hub import Feed, catch_up, drain
 from arena_rt.errors import ArenaError, BadRequest, NotFound, Unauthorized, error_for
 from arena_rt.protocol import (
     MAX_IDEMPOTENCY_KEY,
@@ -45,7 +46,6 @@ from arena_rt.web.connection import (
     Closing,
     SocketPeer,
     close_quietly,
-    first_done,
     next_frame,
     receive_text,
 )
@@ -146,31 +146,53 @@ _FEED_CLOSE = {
 
 
 async def _pump_events(peer: SocketPeer, feed: Feed, after: int, *, replay: bool = True) -> None:
-    """The battle's events after ``after``, then live ones, until the feed closes.
+    """The battle's events after ``after`` (:func:`catch_up`); it returns once live.
 
     Once live, an event that finds this socket idle is written by the hub itself (the feed's
-    sink: one shared frame, no task woken per socket); the rest come through here in order.
+    sink: one shared frame, no task woken per socket); one that is queued instead (a write in
+    progress, a paused transport) starts a helper task that writes the queue out in order and
+    ends (:func:`drain`), so an idle socket has no task waiting on its feed.
     ``replay=False``: ``after`` is a snapshot's ``lastSeq`` read once the feed was attached,
     so there is nothing to fetch before going live (see :func:`resume`).
     """
     if peer.direct:
         feed.attach(peer.write_now)
+    pumping: list[asyncio.Task[None] | None] = [None]
+
+    def on_queued() -> None:
+        task = pumping[0]
+        if task is None or task.done():
+            pumping[0] = peer.spawn(_feed_closing(drain(feed, peer.write)))
+
     try:
-        async with contextlib.aclosing(resume(feed, after, replay=replay)) as events:
-            async for _seq, data in events:
-                await peer.write(data)
+        await _feed_closing(catch_up(feed, after, peer.write, replay=replay))
+        feed.on_queued = on_queued
+        if feed.qsize():
+            on_queued()
+    except BaseException:
+        feed.attach(None)
+        raise
+
+
+async def _feed_closing(events: Coroutine[Any, Any, None]) -> None:
+    try:
+        await events
     except FeedClosedError as exc:
         raise Closing(*_FEED_CLOSE[exc.reason]) from exc
-    finally:
-        feed.attach(None)
 
 
 def _kick_when_closed(feed: Feed, peer: SocketPeer) -> None:
     """Close as soon as the hub closes the feed, even while a send to a stuck client hangs:
     the feed's close kicks the peer, which ends the socket's tasks (no task waits for it)."""
     feed.on_close = lambda reason: peer.kick(*_FEED_CLOSE[reason])
+    peer.kicked.add_done_callback(lambda _: _detach(feed))
     if feed.close_reason is not None:
         peer.kick(*_FEED_CLOSE[feed.close_reason])
+
+
+def _detach(feed: Feed) -> None:
+    feed.attach(None)
+    feed.on_queued = None
 
 
 # --------------------------------------------------------------------------- agents
@@ -238,7 +260,7 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
                 "agent attached battle=%s agent=%s peer=%s", battle.room_code, agent_id, peer.id
             )
             _kick_when_closed(feed, peer)
-            await first_done(
+            await peer.serve(
                 _read_agent(runner, peer, agent_id, svc.settings.limits.max_content_chars),
                 _pump_events(
                     peer,
@@ -246,8 +268,6 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
                     before_join if since is None else since,
                     replay=since is not None or settled is None,
                 ),
-                peer.pump_outbox(),
-                until=peer.kicked,
             )
         finally:
             runner.unregister(peer)
@@ -346,11 +366,9 @@ async def _watch_battle(svc: Services, ws: WebSocket, battle: Battle, since: int
             since, replay = view.last_seq, not _view_is_current(svc, view, attached_at)
         try:
             _kick_when_closed(feed, peer)
-            await first_done(
+            await peer.serve(
                 _read_spectator(svc, battle, peer, voting_runners),
                 _pump_events(peer, feed, since, replay=replay),
-                peer.pump_outbox(),
-                until=peer.kicked,
             )
         finally:
             for runner in voting_runners:
