@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import struct
 import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
-from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from arena_rt.bus.hub import BoundedQueue
@@ -56,9 +56,22 @@ def text_frame(data: bytes) -> bytes:
     cached, frame = _frame_of
     if cached is data:
         return frame
-    frame = Frame(Opcode.TEXT, data).serialize(mask=False)
+    frame = _text_header(len(data)) + data
     _frame_of = (data, frame)
     return frame
+
+
+def _text_header(length: int) -> bytes:
+    """RFC 6455 5.2: FIN + text opcode, no mask, then the payload length in 7, 16 or 64 bits.
+    (websockets' ``Frame.serialize`` builds the same bytes with ~3 us of generic work.)"""
+    if length < 126:
+        return _SHORT.pack(0x81, length)
+    if length < 1 << 16:
+        return _MEDIUM.pack(0x81, 126, length)
+    return _LONG.pack(0x81, 127, length)
+
+
+_SHORT, _MEDIUM, _LONG = struct.Struct("!BB"), struct.Struct("!BBH"), struct.Struct("!BBQ")
 
 
 def sansio_protocol(ws: WebSocket) -> Any | None:
