@@ -35,9 +35,9 @@ import collections
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from arena_rt.bus.base import (
     Bus,
@@ -53,6 +53,7 @@ __all__ = [
     "Feed",
     "Hub",
     "LoadAfter",
+    "Write",
     "catch_up",
     "drain",
     "resume",
@@ -548,61 +549,55 @@ async def resume(
     no duplicate. Enter ``hub.watch()`` first (live events queue up meanwhile); this replays
     from the bus history (else the database) and then reads the queue, skipping what it has
     already yielded. Raises :class:`FeedClosedError` when the feed is closed (e.g. overflow).
-    Wrap it in ``contextlib.aclosing`` when you may stop early.
+    Wrap it in ``contextlib.aclosing`` when you may stop early. Don't attach a sink to a feed
+    read this way (this reader holds no write lock the sink could respect).
 
     ``replay=False`` when ``since`` was read from the database *after* ``hub.watch()`` was
     entered (a snapshot's ``lastSeq``): every event after it was committed after the feed was
     attached, so it is published to the feed (or filled into it after a bus reconnect) and
-    there is nothing to replay."""
-    hub = feed._hub
-    cursor = max(since, 0)
-    while replay:
-        epoch = feed._channel.epoch
-        for seq, data in await hub.events_after(feed.battle_id, cursor):
-            feed._raise_if_closed()
-            if seq <= cursor:
-                continue
-            yield seq, data
-            cursor = seq
-        # If the bus reconnected since that read began, events lost on the wire may be newer
-        # than what it returned: read again. Checked and switched with no await in between.
-        if feed._channel.epoch == epoch:
-            break
-    feed._go_live(cursor)
-    while True:
-        seq, data = await feed.get()
-        if feed._direct > cursor:
-            cursor = feed._direct  # the sink wrote these (only ever while the queue was empty)
-        if seq <= cursor:
-            continue
-        if seq > cursor + 1:
-            # The hub hands out consecutive runs, so this is a safety net, not the normal path.
-            feed._replaying = True
-            try:
-                for missing_seq, missing in await hub.events_after(feed.battle_id, cursor):
-                    if missing_seq >= seq:
-                        break
-                    yield missing_seq, missing
-                    cursor = missing_seq
-            finally:
-                feed._replaying = False
-            if seq != cursor + 1:
-                feed._close(FeedClosedReason.GAP)
-                feed._raise_if_closed()
-        yield seq, data
-        cursor = seq
+    there is nothing to replay.
+
+    :func:`catch_up` and :func:`drain` as a generator: one logic for both kinds of reader."""
+    ready: collections.deque[tuple[int, bytes]] = collections.deque()
+
+    async def collect(seq: int, data: bytes) -> None:
+        ready.append((seq, data))
+
+    queued = asyncio.Event()
+    feed.on_queued = queued.set
+    try:
+        await catch_up(feed, since, collect, replay=replay)
+        while True:
+            while ready:
+                yield ready.popleft()
+            queued.clear()
+            if feed.qsize() == 0:
+                await _first_of(queued.wait(), feed.closed.wait())
+            await drain(feed, collect)
+    finally:
+        feed.on_queued = None
 
 
-Write = Callable[[bytes], Awaitable[None]]
+async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+Write = Callable[[int, bytes], Awaitable[None]]  # (seq, frame data)
 
 
 async def catch_up(feed: Feed, since: int, write: Write, *, replay: bool = True) -> None:
-    """:func:`resume` for a reader that does not wait on the queue: write every event with
-    ``seq > since`` (the replay, as resume() does), go live, and write what queued meanwhile
-    with :func:`drain`. Later live events go to the feed's sink, or are queued and announced
-    through ``feed.on_queued``; :func:`drain` writes those. Together: the same events, in the
-    same order, as ``async for ... in resume(feed, since, replay=replay)``, without a task
-    waiting on each idle feed. Raises :class:`FeedClosedError` once the feed is closed."""
+    """Write every event with ``seq > since`` (the replay from the bus history, else the
+    database), go live, and write what queued meanwhile with :func:`drain`. Later live events
+    go to the feed's sink, or are queued and announced through ``feed.on_queued``;
+    :func:`drain` writes those. No task waits on an idle feed. Raises
+    :class:`FeedClosedError` once the feed is closed. (:func:`resume` is the same as a
+    generator.)"""
     hub = feed._hub
     cursor = max(since, 0)
     while replay:
@@ -611,8 +606,10 @@ async def catch_up(feed: Feed, since: int, write: Write, *, replay: bool = True)
             feed._raise_if_closed()
             if seq <= cursor:
                 continue
-            await write(data)
+            await write(seq, data)
             cursor = seq
+        # If the bus reconnected since that read began, events lost on the wire may be newer
+        # than what it returned: read again. Checked and switched with no await in between.
         if feed._channel.epoch == epoch:
             break
     feed._cursor = cursor
@@ -622,7 +619,7 @@ async def catch_up(feed: Feed, since: int, write: Write, *, replay: bool = True)
 
 async def drain(feed: Feed, write: Write) -> None:
     """Write the live events queued on a feed that :func:`catch_up` made live, until its queue
-    is empty (resume()'s live loop, run on demand: one call at a time per feed)."""
+    is empty (run on demand: one call at a time per feed)."""
     hub = feed._hub
     feed._raise_if_closed()
     while not feed._queue.empty():
@@ -638,12 +635,12 @@ async def drain(feed: Feed, write: Write) -> None:
                 for missing_seq, missing in await hub.events_after(feed.battle_id, cursor):
                     if missing_seq >= seq:
                         break
-                    await write(missing)
+                    await write(missing_seq, missing)
                     cursor = feed._cursor = missing_seq
             finally:
                 feed._replaying = False
             if seq != cursor + 1:
                 feed._close(FeedClosedReason.GAP)
                 feed._raise_if_closed()
-        await write(data)
+        await write(seq, data)
         feed._cursor = seq

@@ -22,7 +22,7 @@ from arena_rt.battle.domain import CastVote, Disconnect, Join, Leave, ReplyError
 from arena_rt.battle.machine import find_seat
 from arena_rt.battle.runner import Busy, Runner
 from arena_rt.bus.base import FeedClosedError, FeedClosedReason
-from arena_rt.bus.hub import Feed, catch_up, drain
+from arena_rt.bus.hub import Feed, Write, catch_up, drain
 from arena_rt.errors import ArenaError, BadRequest, NotFound, Unauthorized, error_for
 from arena_rt.protocol import (
     MAX_IDEMPOTENCY_KEY,
@@ -162,16 +162,23 @@ async def _pump_events(peer: SocketPeer, feed: Feed, after: int, *, replay: bool
     def on_queued() -> None:
         task = pumping[0]
         if task is None or task.done():
-            pumping[0] = peer.spawn(_feed_closing(drain(feed, peer.write)))
+            pumping[0] = peer.spawn(_feed_closing(drain(feed, _write_to(peer))))
 
     try:
-        await _feed_closing(catch_up(feed, after, peer.write, replay=replay))
+        await _feed_closing(catch_up(feed, after, _write_to(peer), replay=replay))
         feed.on_queued = on_queued
         if feed.qsize():
             on_queued()
     except BaseException:
         feed.attach(None)
         raise
+
+
+def _write_to(peer: SocketPeer) -> Write:
+    async def write(_seq: int, data: bytes) -> None:
+        await peer.write(data)
+
+    return write
 
 
 async def _feed_closing(events: Coroutine[Any, Any, None]) -> None:
