@@ -38,9 +38,7 @@ import multiprocessing as mp
 import os
 import platform
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -119,12 +117,6 @@ def bench_bcrypt() -> list[float]:
 # --------------------------------------------------------------------------- server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(data_dir: Path) -> Iterator[str]:
     """``python -m arena_rt.cli serve``, embedded, in its own process."""
@@ -134,35 +126,8 @@ def serve(data_dir: Path) -> Iterator[str]:
         if not k.startswith("ARENA_") and k not in ("DATABASE_URL", "REDIS_URL")
     }
     env["ARENA_DATA_DIR"] = str(data_dir)
-    port = free_port()
-    log = (data_dir / "server.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "arena_rt.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(data_dir / 'server.log').read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become healthy in 30 s")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with benchlib.arena_server(env, data_dir / "server.log", healthy_within_s=30) as (_, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 async def drive(
@@ -409,51 +374,19 @@ def socket_phase(args: argparse.Namespace) -> tuple[ConnectRate, ConnectRate]:
     """Agent sockets authenticated by session token (production mode) vs the ceiling."""
     benchlib.raise_nofile(65_536)
     with benchlib.migrated_database("arena_connects") as url, tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("ARENA_")},
-            "DATABASE_URL": url,
-            "REDIS_URL": benchlib.REDIS_URL,
-            "ARENA_SECRET": benchlib.BENCH_SECRET,
-            "ARENA_LOG_LEVEL": "WARNING",
-            "ARENA_REGISTRATIONS_PER_MINUTE": "100000",
-        }
-        port = free_port()
-        log = (Path(tmp) / "server.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "arena_rt.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
+        env = benchlib.production_env(url, ARENA_REGISTRATIONS_PER_MINUTE="100000")
+        with benchlib.arena_server(env, Path(tmp) / "server.log") as (proc, port):
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError((Path(tmp) / "server.log").read_text()[-2000:])
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server did not start")
-                time.sleep(0.2)
             print(f"seating {args.socket_slots} agents (bcrypt at registration) …", file=sys.stderr)
             slots = asyncio.run(seat_agents(base, port, args.socket_slots))
             print("session-token agent connects …", file=sys.stderr)
             arena = drive_connects(
                 "arena_rt agent socket, session token", port, proc.pid, slots, args
             )
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
     print("ceiling: websockets server connects …", file=sys.stderr)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    port = free_port()
+    port = benchlib.free_port()
     ceiling_proc = ctx.Process(
         target=ceiling_ws_server, args=(child, port, args.socket_seconds + 120), daemon=True
     )

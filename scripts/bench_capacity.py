@@ -22,14 +22,12 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -109,46 +107,6 @@ def client_worker(
         runner.run(asyncio.wait_for(main(), lifetime))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def server(env: dict[str, str], log_path: Path) -> Any:
-    port = free_port()
-    log = log_path.open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "arena_rt.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become healthy in 60 s")
-            time.sleep(0.2)
-        yield proc, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 def warm_up(port: int, paths: list[str]) -> None:
     """One spectator per battle, connected and closed: per-battle state and code paths exist."""
 
@@ -187,17 +145,12 @@ def run(args: argparse.Namespace) -> None:
     soft = raise_nofile(args.sockets + 10_000)
     print(f"RLIMIT_NOFILE soft limit for the server: {soft}", flush=True)
     with benchlib.migrated_database("arena_capacity") as url, tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("ARENA_")},
-            "DATABASE_URL": url,
-            "REDIS_URL": benchlib.REDIS_URL,
-            "ARENA_SECRET": benchlib.BENCH_SECRET,
-            "ARENA_LOG_LEVEL": "WARNING",
-            "ARENA_REGISTRATIONS_PER_MINUTE": "1000",
-            "ARENA_SPECTATORS_PER_BATTLE": str(max(5000, args.sockets // args.battles + 1)),
-        }
-        env.pop("DATABASE_URL_TEST", None)
-        with server(env, Path(tmp) / "server.log") as (proc, port):
+        env = benchlib.production_env(
+            url,
+            ARENA_REGISTRATIONS_PER_MINUTE="1000",
+            ARENA_SPECTATORS_PER_BATTLE=str(max(5000, args.sockets // args.battles + 1)),
+        )
+        with benchlib.arena_server(env, Path(tmp) / "server.log") as (proc, port):
             base = f"http://127.0.0.1:{port}"
             with httpx.Client(base_url=base, timeout=30) as http:
                 agent = http.post(

@@ -481,14 +481,6 @@ class Outcome:
     error: str | None = None
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Harness:
     """One server (arena or ceiling) with its client processes, kept up for a whole shape."""
 
@@ -500,7 +492,7 @@ class Harness:
         self.out = Outcome(kind, f"{battles}x{per_battle}")
         ctx = mp.get_context("spawn")
         lifetime = args.max_shape_s * 2 + 120
-        port = free_port()
+        port = benchlib.free_port()
         self.srv, child_srv = ctx.Pipe()
         target = ceiling_server if kind == "ceiling" else arena_server
         self.server = ctx.Process(

@@ -21,16 +21,12 @@ Machines here have 2 cores shared with other work, and the load generator shares
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -38,46 +34,6 @@ import benchlib
 
 ROOT = Path(__file__).resolve().parent.parent
 MEAN_THINK_S = 7.2  # the synthetic corpus: log-normal around 6 s (sigma 0.6), 1.5 … 25 s
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def server(env: dict[str, str], log_path: Path):  # type: ignore[no-untyped-def]
-    port = free_port()
-    log = log_path.open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "arena_rt.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become healthy in 60 s")
-            time.sleep(0.2)
-        yield proc, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def ceiling(sockets_shape: str, deliveries: float, out: Path) -> dict[str, float] | None:
@@ -132,15 +88,8 @@ def run(args: argparse.Namespace) -> int:
     server_log = out / "server.log"  # kept: a crashed battle's traceback is in it
     server_log.unlink(missing_ok=True)
     with benchlib.migrated_database("arena_latency") as url:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("ARENA_")},
-            "DATABASE_URL": url,
-            "REDIS_URL": benchlib.REDIS_URL,
-            "ARENA_SECRET": benchlib.BENCH_SECRET,
-            "ARENA_LOG_LEVEL": "WARNING",
-            "ARENA_REGISTRATIONS_PER_MINUTE": "100000",
-        }
-        with server(env, server_log) as (proc, port):
+        env = benchlib.production_env(url, ARENA_REGISTRATIONS_PER_MINUTE="100000")
+        with benchlib.arena_server(env, server_log) as (proc, port):
             # A fresh database: agents from an earlier run don't exist here.
             keys.unlink(missing_ok=True)
             cmd = [

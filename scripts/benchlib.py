@@ -19,6 +19,7 @@ import platform
 import resource
 import secrets
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -227,6 +228,68 @@ def migrated_database(prefix: str = "arena_bench") -> Iterator[str]:
         yield url
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def production_env(database_url: str, **extra: str) -> dict[str, str]:
+    """This process's environment without ARENA_* settings, pointed at PostgreSQL + Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARENA_")}
+    env.pop("DATABASE_URL_TEST", None)
+    env |= {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "ARENA_SECRET": BENCH_SECRET,
+        "ARENA_LOG_LEVEL": "WARNING",
+    }
+    return env | extra
+
+
+@contextlib.contextmanager
+def arena_server(
+    env: dict[str, str], log_path: Path, *, healthy_within_s: float = 60
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``python -m arena_rt.cli serve`` in its own process, once ``/healthz`` answers 200:
+    ``(process, port)``. Stopped (terminate, then kill) on the way out."""
+    import httpx
+
+    port = free_port()
+    log = log_path.open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "arena_rt.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + healthy_within_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not healthy in {healthy_within_s:g} s")
+            time.sleep(0.2)
+        yield proc, port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 # --------------------------------------------------------------------------- the client
