@@ -15,7 +15,7 @@ A feed's queue is bounded; a feed that can't keep up is closed with
 :attr:`FeedClosedReason.OVERFLOW` (the socket closes with 4008 and the client comes back with
 ``since``). Delivery never waits, so a slow spectator never slows the others or the battle.
 
-The socket layer uses it like this::
+A reader uses it like this::
 
     async with hub.watch(battle_id, queue_size=256) as feed:   # live first...
         since = ...  # the client's ``since``, or the ``lastSeq`` of the snapshot just sent
@@ -23,9 +23,10 @@ The socket layer uses it like this::
             async for seq, data in events:                       # ...then replay, then live
                 await websocket.send_text(data)                  # (or send_bytes)
 
-and closes with the code for ``FeedClosedError.reason`` (4008 for an overflow). A send that
-hangs does not read the queue, so the socket layer should also race ``feed.closed.wait()``
-against the send loop (one ``TaskGroup`` per connection) and close the socket when it fires.
+and closes with the code for ``FeedClosedError.reason`` (4008 for an overflow). The socket
+layer runs the same logic without a task per idle feed: :func:`catch_up` once, then
+:func:`drain` whenever ``feed.on_queued`` says events were queued (and the feed's sink writes
+the rest directly); ``feed.on_close`` closes the socket even while a send hangs.
 """
 
 from __future__ import annotations
