@@ -1,8 +1,10 @@
 """Agent and spectator sockets (PROTOCOL.md section 2).
 
-Each socket runs three things together and stops them together: the reader (frames in), the
-event pump (the battle's events from the hub, resumed by ``since``), and the outbox pump
-(acks, errors, pongs). Game logic is not here: frames become machine inputs for the runner.
+A socket's one long-lived task is its reader (frames in). The battle's events (replayed from
+``since``, then live) and the outbox (acks, errors, pongs) are written by the hub's direct
+writes or by short-lived helper tasks that start when something is queued and end once it is
+written (``SocketPeer.serve``); everything stops together. Game logic is not here: frames
+become machine inputs for the runner.
 """
 
 from __future__ import annotations
@@ -157,15 +159,16 @@ async def _pump_events(peer: SocketPeer, feed: Feed, after: int, *, replay: bool
     """
     if peer.direct:
         feed.attach(peer.write_now)
+    write = _write_to(peer)
     pumping: list[asyncio.Task[None] | None] = [None]
 
     def on_queued() -> None:
         task = pumping[0]
         if task is None or task.done():
-            pumping[0] = peer.spawn(_feed_closing(drain(feed, _write_to(peer))))
+            pumping[0] = peer.spawn(_feed_closing(drain(feed, write)))
 
     try:
-        await _feed_closing(catch_up(feed, after, _write_to(peer), replay=replay))
+        await _feed_closing(catch_up(feed, after, write, replay=replay))
         feed.on_queued = on_queued
         if feed.qsize():
             on_queued()
