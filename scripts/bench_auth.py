@@ -83,23 +83,6 @@ class Rate:
         return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[q - 1]
 
 
-# --------------------------------------------------------------------------- machine
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    with contextlib.suppress(OSError):
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return "unknown"
-
-
 # --------------------------------------------------------------------------- bcrypt
 
 
@@ -518,11 +501,11 @@ async def run(args: argparse.Namespace, command: str) -> None:
     print(f"  cwd     : {Path.cwd()}")
     print(f"  date    : {started.isoformat(timespec='seconds')}")
     print(
-        f"  machine : nproc={os.cpu_count()}, {cpu_model()}, {platform.system()} "
+        f"  machine : nproc={os.cpu_count()}, {benchlib.cpu_model()}, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}, "
         f"bcrypt {importlib.metadata.version('bcrypt')}"
     )
-    print(f"  load    : {load_average()} (1/5/15 min, at the end)")
+    print(f"  load    : {benchlib.load_average()} (1/5/15 min, at the end)")
     print(
         "  note    : shared, noisy machine; the load generator (httpx) runs on the same cores "
         "as the server, so the HTTP rates are lower bounds and only their ratios travel"

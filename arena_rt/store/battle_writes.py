@@ -119,10 +119,10 @@ _SET_COMMENTARY = (
 async def write_steps(session: AsyncSession, steps: Sequence[StepWrite]) -> None:
     batch = _Batch()
     now = utcnow()
-    await _lock_rated_agents(session, steps)
+    ratings = await _lock_rated_agents(session, steps)
     for step in steps:
         if step.has_result:
-            await _rate_results(session, step)
+            await _rate_results(session, step, ratings)
         _collect(batch, step, now)
     # The frequent rows in Core statements on the session's connection (same transaction):
     # the ORM's bulk paths add per-row work these plain rows don't need. On PostgreSQL each
@@ -369,31 +369,33 @@ async def _record_outcome(
         )
 
 
-async def _lock_rated_agents(session: AsyncSession, steps: Sequence[StepWrite]) -> None:
+async def _lock_rated_agents(session: AsyncSession, steps: Sequence[StepWrite]) -> dict[str, float]:
     """Lock every agent whose rating this group moves, all at once and in id order, before
     any of them is written. Groups run in concurrent transactions (several writers, several
     nodes); locking step by step, two groups sharing agents could each hold one the other
     needs (PostgreSQL aborts one: deadlock detected). ``FOR NO KEY UPDATE`` (what an UPDATE
     of non-key columns takes): the key-share locks of other groups' inserts that reference
-    these agents (turns, seats) don't conflict with it."""
+    these agents (turns, seats) don't conflict with it. Their current ratings, by agent id."""
     agent_ids = sorted({a for step in steps if step.has_result for a in step.seats})
-    if agent_ids:
-        await session.execute(
-            select(Agent.id)
-            .where(Agent.id.in_(agent_ids))
-            .order_by(Agent.id)
-            .with_for_update(key_share=True)
-        )
+    if not agent_ids:
+        return {}
+    rows = await session.execute(
+        select(Agent.id, Agent.rating)
+        .where(Agent.id.in_(agent_ids))
+        .order_by(Agent.id)
+        .with_for_update(key_share=True)
+    )
+    return {agent_id: rating for agent_id, rating in rows}
 
 
-async def _rate_results(session: AsyncSession, step: StepWrite) -> None:
-    """Move the ratings of a finished battle and put before/after into its ``result`` event."""
+async def _rate_results(session: AsyncSession, step: StepWrite, ratings: dict[str, float]) -> None:
+    """Move the ratings of a finished battle and put before/after into its ``result`` event.
+    ``ratings`` (locked, read by _lock_rated_agents) is kept current for the group's next
+    result: an agent may finish two battles in one group."""
     for index, event in enumerate(step.events):
         if not isinstance(event, Result) or not step.seats:
             continue
-        # Locked already (_lock_rated_agents), in id order with the rest of the group.
-        rows = await session.execute(select(Agent.id, Agent.rating).where(Agent.id.in_(step.seats)))
-        current = {agent_id: rating for agent_id, rating in rows}
+        current = {agent_id: ratings[agent_id] for agent_id in step.seats if agent_id in ratings}
         changes = rate_battle(
             step.mode,
             list(step.seats.items()),
@@ -403,6 +405,7 @@ async def _rate_results(session: AsyncSession, step: StepWrite) -> None:
             event.ranking,
         )
         for agent_id, (before, after) in changes.items():
+            ratings[agent_id] = after
             await session.execute(update(Agent).where(Agent.id == agent_id).values(rating=after))
             session.add(
                 RatingChange(

@@ -160,12 +160,12 @@ async def _pump_events(peer: SocketPeer, feed: Feed, after: int, *, replay: bool
     if peer.direct:
         feed.attach(peer.write_now)
     write = _write_to(peer)
-    pumping: list[asyncio.Task[None] | None] = [None]
+    pumping: asyncio.Task[None] | None = None
 
     def on_queued() -> None:
-        task = pumping[0]
-        if task is None or task.done():
-            pumping[0] = peer.spawn(_feed_closing(drain(feed, write)))
+        nonlocal pumping
+        if pumping is None or pumping.done():
+            pumping = peer.spawn(_feed_closing(drain(feed, write)))
 
     try:
         await _feed_closing(catch_up(feed, after, write, replay=replay))
@@ -370,10 +370,7 @@ async def _watch_battle(svc: Services, ws: WebSocket, battle: Battle, since: int
     async with svc.hub.watch(battle.id, queue_size=limits.spectator_queue) as feed:
         replay = True
         if since is None:
-            attached_at = time.monotonic()
-            view = await svc.views.view(battle.id)
-            await peer.write(view.snapshot)
-            since, replay = view.last_seq, not _view_is_current(svc, view, attached_at)
+            since, replay = await _send_snapshot(svc, peer, battle.id, time.monotonic())
         try:
             _kick_when_closed(feed, peer)
             await peer.serve(
@@ -383,6 +380,16 @@ async def _watch_battle(svc: Services, ws: WebSocket, battle: Battle, since: int
         finally:
             for runner in voting_runners:
                 runner.unregister(peer)
+
+
+async def _send_snapshot(
+    svc: Services, peer: SocketPeer, battle_id: str, attached_at: float
+) -> tuple[int, bool]:
+    """Write the battle's (shared) snapshot; its lastSeq, and whether a replay from it must
+    follow. A function of its own so the socket's long-lived frame keeps no view alive."""
+    view = await svc.views.view(battle_id)
+    await peer.write(view.snapshot)
+    return view.last_seq, not _view_is_current(svc, view, attached_at)
 
 
 def _view_is_current(svc: Services, view: BattleView, attached_at: float) -> bool:
