@@ -37,10 +37,11 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     from arena_rt.web.app import create_app
     from arena_rt.web.connection import lean_sansio_protocol
+    from arena_rt.web.drain import DrainingServer
 
     log.info("arena_rt serving on http://%s:%d (node %s)", host, port, settings.node_id)
     tune_gc()
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -52,6 +53,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         log_config=None,
         timeout_graceful_shutdown=int(settings.timings.shutdown_grace_s) + 1,
     )
+    DrainingServer(config).run()
 
 
 async def migrate(settings: Settings) -> None:

@@ -61,6 +61,16 @@ class Timings:
     session_ttl_s: int = 24 * 3600
     snapshot_ttl_ms: int = 1_000  # a connecting socket may get a battle view this old
     shutdown_grace_s: float = 5.0
+    # Failover: a lease lapses lease_ms after its holder's last renewal (renewed every third
+    # of it); every node looks for lapsed leases every lease_scan_ms. Takeover after a kill -9
+    # takes at most about lease_ms + lease_scan_ms + the log's load.
+    lease_ms: int = 5_000
+    lease_scan_ms: int = 1_000
+    # A non-owner relaying an agent's input waits this long for an owner to answer (it
+    # follows a takeover meanwhile) before answering not_owner.
+    forward_timeout_ms: int = 15_000
+    # SIGTERM: how long the node may take to hand its battles over and finish its commits.
+    drain_timeout_s: float = 20.0
 
 
 AI_PROVIDERS = ("heuristic", "anthropic", "openai")
@@ -243,6 +253,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         judge_timeout_ms=_int(env, "ARENA_JUDGE_TIMEOUT_MS", _TIMINGS.judge_timeout_ms),
         session_ttl_s=_int(env, "ARENA_SESSION_TTL_S", _TIMINGS.session_ttl_s),
         snapshot_ttl_ms=_int(env, "ARENA_SNAPSHOT_TTL_MS", _TIMINGS.snapshot_ttl_ms),
+        lease_ms=_int(env, "ARENA_LEASE_MS", _TIMINGS.lease_ms),
+        lease_scan_ms=_int(env, "ARENA_LEASE_SCAN_MS", _TIMINGS.lease_scan_ms),
+        forward_timeout_ms=_int(env, "ARENA_FORWARD_TIMEOUT_MS", _TIMINGS.forward_timeout_ms),
+        drain_timeout_s=_float(env, "ARENA_DRAIN_TIMEOUT_S", _TIMINGS.drain_timeout_s),
     )
     return Settings(
         database_url=database_url,

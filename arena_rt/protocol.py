@@ -53,6 +53,11 @@ class ErrorCode(StrEnum):
 MAX_IDEMPOTENCY_KEY = 160
 
 
+# The close reason of every socket when its server drains (SIGTERM, a deploy): connect again,
+# to any node (behind a load balancer, the same address), with `since` to miss nothing.
+DRAIN_REASON = "server restarting; reconnect"
+
+
 class CloseCode:
     REPLACED = 4000
     UNAUTHORIZED = 4001

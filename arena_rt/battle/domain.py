@@ -93,6 +93,7 @@ class Opened:
     """The runner took charge of the battle (first load or after a restart): arm timers."""
 
     now: int
+    outage_ms: int = 0  # how long the battle had no live owner: its running timers are extended
 
 
 @dataclass(frozen=True, slots=True)

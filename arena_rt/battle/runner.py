@@ -38,10 +38,11 @@ from arena_rt.battle.domain import (
     TimerFired,
 )
 from arena_rt.battle.intelligence import Commentator, Judge, Verdict
+from arena_rt.battle.ownership import Lease
 from arena_rt.bus import Bus
 from arena_rt.errors import Unavailable
 from arena_rt.metrics import Metrics
-from arena_rt.protocol import Ack, ErrorFrame, encode
+from arena_rt.protocol import Ack, ErrorCode, ErrorFrame, encode
 from arena_rt.store.battle_writes import StepWrite
 
 log = logging.getLogger("arena_rt.runner")
@@ -79,11 +80,15 @@ class RunnerStopped(Unavailable):
     """The battle's runner has stopped (finished, crashed or shut down): no answer will come."""
 
 
+_STOP = object()  # in the inbox: end the loop after the steps queued before it
+
+
 class Runner:
-    def __init__(self, state: BattleState, deps: RunnerDeps) -> None:
+    def __init__(self, state: BattleState, deps: RunnerDeps, lease: Lease | None = None) -> None:
         self.state = state
         self._deps = deps
-        self._inbox: asyncio.Queue[tuple[Input, asyncio.Future[Reply] | None]] = asyncio.Queue()
+        self.lease = lease or Lease(0, 0)  # the fencing token it runs under; the outage before
+        self._inbox: asyncio.Queue[tuple[Any, asyncio.Future[Reply] | None]] = asyncio.Queue()
         self._timers: dict[str, TimerHandle] = {}
         self._peers: dict[str, Peer] = {}
         self._agents: dict[str, Peer] = {}
@@ -113,11 +118,14 @@ class Runner:
         """Make ``peer`` the agent's socket; returns the one it replaces (to close with 4000)."""
         previous = self._agents.get(agent_id)
         self._agents[agent_id] = peer
-        return previous if previous is not peer else None
+        # The same socket attaching again (a session re-attaching after a takeover) is no
+        # replacement: compare by id, a forwarded socket is a new proxy object each time.
+        return previous if previous is not None and previous.id != peer.id else None
 
-    def detach_agent(self, agent_id: str, peer: Peer) -> bool:
-        """True when ``peer`` was still the agent's socket (so the agent is now disconnected)."""
-        if self._agents.get(agent_id) is peer:
+    def detach_agent(self, agent_id: str, peer_id: str) -> bool:
+        """True when ``peer_id`` was still the agent's socket (so the agent is now away)."""
+        current = self._agents.get(agent_id)
+        if current is not None and current.id == peer_id:
             del self._agents[agent_id]
             return True
         return False
@@ -144,13 +152,21 @@ class Runner:
         """Timers, helper answers, disconnects: a handful per battle at most, never refused."""
         self._inbox.put_nowait((inp, None))
 
+    def stop_after_queued(self) -> None:
+        """End the run once the inputs queued so far are stepped, committed and published (a
+        drain: nothing in flight is lost, the next owner carries on from the log)."""
+        self._inbox.put_nowait((_STOP, None))
+
     # ----------------------------------------------------------------- the loop
 
     async def run(self) -> None:
         try:
-            await self._handle(Opened(self._deps.clock.now_ms()), None)
+            opened = Opened(self._deps.clock.now_ms(), outage_ms=self.lease.outage_ms)
+            await self._handle(opened, None)
             while not machine.is_final(self.state):
                 inp, future = await self._inbox.get()
+                if inp is _STOP:
+                    break
                 try:
                     await self._handle(inp, future)
                 except BaseException:
@@ -169,11 +185,17 @@ class Runner:
             task.cancel()
         # Helpers only ever await providers; they end at the cancel. Wait so none outlives us.
         await asyncio.gather(*helpers, return_exceptions=True)
+        self.finished.set()
         while not self._inbox.empty():
-            _, future = self._inbox.get_nowait()
+            inp, future = self._inbox.get_nowait()
             if future is not None and not future.done():
                 future.set_exception(RunnerStopped("the battle is not running"))
-        self.finished.set()
+            elif getattr(inp, "origin", None) is not None:
+                # A client input nobody will step (a drain or a stop): say so, so the client
+                # sends it again where the battle runs now.
+                message = "the battle moved to another process; send it again"
+                ref = getattr(inp, "ref", None)
+                self._reply(ReplyError(inp.origin, ref, ErrorCode.UNAVAILABLE, message))
 
     async def _handle(self, inp: Input, future: asyncio.Future[Reply] | None) -> None:
         self._stepping = True

@@ -1,8 +1,10 @@
 """The supervisor: owns every runner task of this process for the app's lifetime.
 
-It starts a runner when a battle needs one (created, an agent connects, a vote arrives, or at
-start-up for battles left live), holds the battle's ownership lease while it runs, and when a
-runner crashes it logs it and cancels that battle cleanly; the server carries on.
+It starts a runner when a battle needs one (created, an agent connects, a vote arrives, at
+start-up for battles left live, or when it finds a live battle whose owner's lease lapsed:
+failover), holds the battle's ownership lease while it runs, and when a runner crashes it logs
+it and cancels that battle cleanly; the server carries on. On a drain it lets every runner
+finish what is queued, then hands its battles to the other nodes at once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,28 +28,36 @@ from arena_rt.battle.domain import (
     Emit,
     VoteRecord,
 )
-from arena_rt.battle.ownership import Ownership
+from arena_rt.battle.ownership import Holder, LeaseHeld, LocalOwnership, Ownership
 from arena_rt.battle.recover import fold
 from arena_rt.battle.runner import Runner, RunnerDeps
 from arena_rt.config import Timings
-from arena_rt.errors import ArenaError, Conflict
+from arena_rt.errors import ArenaError, Conflict, Unavailable
 from arena_rt.protocol import FINAL_STATUSES, ErrorCode, Mode, event_decoder
 from arena_rt.store.battle_writes import StepWrite, client_key
 from arena_rt.store.events import read_after
-from arena_rt.store.models import Battle, Vote
+from arena_rt.store.models import Battle, Vote, utcnow
 
 log = logging.getLogger("arena_rt.supervisor")
 
 RESUME_SCAN_LIMIT = 10_000
+# A battle is adopted by the lease scan only once its creator had time to take its lease.
+ADOPT_AFTER = timedelta(seconds=2)
+LOCAL_HEARTBEAT_S = 1.0
+
+# Told to the other nodes: "I run these now" (their agent sessions re-attach here), and
+# "take these at once" (a drain handing its battles over).
+OwnedHook = Callable[[str, int], Awaitable[None]]
+HandoffHook = Callable[[list[str]], Awaitable[None]]
 
 
 class NotOwner(ArenaError):
     status = 409
     code = ErrorCode.NOT_OWNER
 
-    def __init__(self, battle_id: str, owner: str) -> None:
-        super().__init__(f"battle {battle_id} is run by node {owner}; connect there")
-        self.owner = owner
+    def __init__(self, battle_id: str, holder: Holder) -> None:
+        super().__init__(f"battle {battle_id} is run by node {holder.node_id}")
+        self.holder = holder
 
 
 def config_of(battle: Battle, timings: Timings) -> BattleConfig:
@@ -81,24 +94,57 @@ class Supervisor:
         self._runners: dict[str, Runner] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._starting: dict[str, asyncio.Lock] = {}
-        self._renewer: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._draining = False
+        self.on_owned: OwnedHook | None = None
+        self.on_handoff: HandoffHook | None = None
 
     # ----------------------------------------------------------------- lifetime
 
     async def start(self) -> None:
+        self._background.append(asyncio.create_task(self._renew_leases(), name="arena-leases"))
         if self._ownership.lease_ms:
-            self._renewer = asyncio.create_task(self._renew_leases(), name="arena-lease-renewer")
+            self._background.append(
+                asyncio.create_task(self._watch_leases(), name="arena-lease-watch")
+            )
         await self._resume_live_battles()
 
     async def stop(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop taking battles, let every runner finish what it has queued (its commits land
+        and are published), release each lease marked for a hand-off and tell the peers to
+        claim them now. Returns how many battles were handed over."""
+        self._draining = True
+        runners = dict(self._runners)
+        for runner in runners.values():
+            runner.stop_after_queued()
+        tasks = [t for b, t in self._tasks.items() if b in runners]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in late:  # a step stuck on the database: the log is the truth anyway
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        handed = [b for b, r in runners.items() if not machine.is_final(r.state)]
+        if handed and self.on_handoff is not None:
+            try:
+                await self.on_handoff(handed)
+            except Exception as exc:  # peers still find them by their lease scan
+                log.warning("could not announce the hand-off of %d battles: %s", len(handed), exc)
+        log.info("drained: %d live battle(s) handed over", len(handed))
+        return len(handed)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     def live(self, battle_id: str) -> Runner | None:
         return self._runners.get(battle_id)
@@ -114,14 +160,17 @@ class Supervisor:
         runner = self._runners.get(battle.id)
         if runner is not None:
             return runner
+        if self._draining:
+            raise Unavailable("this server is shutting down; connect again")
         lock = self._starting.setdefault(battle.id, asyncio.Lock())
         async with lock:
             runner = self._runners.get(battle.id)
             if runner is not None:
                 return runner
-            owner = await self._ownership.acquire(battle.id)
-            if owner is not None:
-                raise NotOwner(battle.id, owner)
+            try:
+                lease = await self._ownership.acquire(battle.id)
+            except LeaseHeld as held:
+                raise NotOwner(battle.id, held.holder) from None
             try:
                 state = await self._load(battle)
             except BaseException:
@@ -130,7 +179,7 @@ class Supervisor:
             if machine.is_final(state):
                 await self._ownership.release(battle.id)
                 raise Conflict(f"the battle is {state.status.value}", code=ErrorCode.INVALID_STATE)
-            runner = Runner(state, self._deps)
+            runner = Runner(state, self._deps, lease)
             # Loaded seats have no socket yet: start their reconnect grace, as a drop would.
             now = self._deps.clock.now_ms()
             for seat in state.seats:
@@ -140,14 +189,44 @@ class Supervisor:
                 self._supervise(runner), name=f"battle-{battle.room_code}"
             )
             self._deps.metrics.live_battles.set(len(self._runners))
+            if lease.outage_ms:
+                log.info(
+                    "took over battle %s (token %d) after %d ms without an owner",
+                    battle.id,
+                    lease.token,
+                    lease.outage_ms,
+                )
         self._starting.pop(battle.id, None)
+        if self.on_owned is not None and state.last_seq:
+            try:
+                await self.on_owned(battle.id, lease.token)
+            except Exception as exc:  # agents' sessions elsewhere re-attach on their next input
+                log.warning("could not announce the owner of battle %s: %s", battle.id, exc)
         return runner
+
+    async def adopt(self, battle_id: str) -> bool:
+        """Run a battle nobody runs (lapsed lease, hand-off); False when someone else does."""
+        if battle_id in self._runners or self._draining:
+            return False
+        async with self._db() as session:
+            battle = await session.get(Battle, battle_id)
+        if battle is None or battle.status in {s.value for s in FINAL_STATUSES}:
+            return False
+        try:
+            await self.runner_for(battle)
+        except (NotOwner, Unavailable):
+            return False
+        except Conflict:
+            return False
+        return True
 
     async def _load(self, battle: Battle) -> BattleState:
         config = config_of(battle, self._timings)
         records = await read_after(self._db, battle.id, 0)
         async with self._db() as session:
-            rows = await session.scalars(select(Vote).where(Vote.battle_id == battle.id))
+            rows = await session.scalars(
+                select(Vote).where(Vote.battle_id == battle.id).order_by(Vote.created_at, Vote.id)
+            )
             votes = [
                 VoteRecord(client_key(v.idempotency_key), v.voter_id, None, v.target_agent_id)
                 for v in rows
@@ -167,8 +246,11 @@ class Supervisor:
             self._runners.pop(battle_id, None)
             self._tasks.pop(battle_id, None)
             self._deps.metrics.live_battles.set(len(self._runners))
+            # A battle that is not over goes on elsewhere: mark the hand-off so the next owner
+            # extends its timers by milliseconds, not by a whole lease.
+            handoff = not machine.is_final(runner.state)
             with contextlib.suppress(Exception):
-                await self._ownership.release(battle_id)
+                await self._ownership.release(battle_id, handoff=handoff)
 
     async def _cancel_after_crash(self, state: BattleState) -> None:
         if state.status in FINAL_STATUSES:
@@ -186,15 +268,7 @@ class Supervisor:
             )
 
     async def _resume_live_battles(self) -> None:
-        async with self._db() as session:
-            battles = list(
-                await session.scalars(
-                    select(Battle)
-                    .where(Battle.status.not_in([s.value for s in FINAL_STATUSES]))
-                    .order_by(Battle.created_at)
-                    .limit(RESUME_SCAN_LIMIT)
-                )
-            )
+        battles = await self._live_battles(fresh_too=True)
         resumed = 0
         for battle in battles:
             try:
@@ -206,10 +280,63 @@ class Supervisor:
                 log.exception("could not resume battle %s", battle.id)
         if resumed:
             log.info("resumed %d live battle(s) from the event log", resumed)
+        if isinstance(self._ownership, LocalOwnership):
+            self._ownership.beat()
+
+    async def _live_battles(self, *, fresh_too: bool) -> list[Battle]:
+        query = (
+            select(Battle)
+            .where(Battle.status.not_in([s.value for s in FINAL_STATUSES]))
+            .order_by(Battle.created_at)
+            .limit(RESUME_SCAN_LIMIT)
+        )
+        if not fresh_too:
+            query = query.where(Battle.created_at < utcnow() - ADOPT_AFTER)
+        async with self._db() as session:
+            return list(await session.scalars(query))
+
+    # ----------------------------------------------------------------- leases
+
+    async def _watch_leases(self) -> None:
+        """Failover: every node looks for live battles whose owner's lease lapsed and takes
+        them (the lease decides which node; the log's unique seq is the last guard)."""
+        interval = self._timings.lease_scan_ms / 1000
+        while True:
+            # Jittered, so the nodes don't all race for the same battles at the same moment.
+            await asyncio.sleep(interval * random.uniform(0.5, 1.0))
+            try:
+                await self.adopt_lapsed()
+            except Exception as exc:
+                log.warning("lease scan failed (will retry): %s", exc)
+
+    async def adopt_lapsed(self) -> int:
+        """Take every live battle without an owner; how many this node took."""
+        if self._draining:
+            return 0
+        battles = [
+            b for b in await self._live_battles(fresh_too=False) if b.id not in self._runners
+        ]
+        if not battles:
+            return 0
+        lapsed = set(await self._ownership.unowned([b.id for b in battles]))
+        taken = 0
+        for battle in battles:
+            if battle.id not in lapsed or self._draining:
+                continue
+            try:
+                await self.runner_for(battle)
+                taken += 1
+            except (NotOwner, Conflict):
+                continue
+            except Exception:
+                log.exception("could not take over battle %s", battle.id)
+        return taken
 
     async def _renew_leases(self) -> None:
-        """One batched renewal of every lease a third of the way into their lifetime."""
-        interval = self._ownership.lease_ms / 3000
+        """One batched renewal of every lease a third of the way into their lifetime (the
+        embedded node stamps its heartbeat instead)."""
+        lease_ms = self._ownership.lease_ms
+        interval = lease_ms / 3000 if lease_ms else LOCAL_HEARTBEAT_S
         while True:
             await asyncio.sleep(interval)
             runners = dict(self._runners)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, TypeVar
 
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from arena_rt.battle.supervisor import NotOwner
 from arena_rt.errors import BadRequest, Forbidden, RateLimited, TooLarge, Unavailable
 from arena_rt.protocol import Mode, encode
 from arena_rt.ratings.batch import ALL_MODES
@@ -137,7 +139,9 @@ async def create_battle(request: Request) -> Response:
     async with svc.db() as session:
         battle = await battles.create_battle(session, body, principal.agent_id)
         resource = await battles.battle_resource(session, battle)
-    await svc.supervisor.runner_for(battle)  # arms the lobby idle timeout from now
+    # Another node may take it between the insert and here: then it runs there, which serves.
+    with contextlib.suppress(NotOwner):
+        await svc.supervisor.runner_for(battle)  # arms the lobby idle timeout from now
     log.info(
         "battle created room=%s mode=%s by=%s", battle.room_code, battle.mode, battle.created_by_id
     )

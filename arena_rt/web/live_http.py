@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -11,10 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from arena_rt.battle.domain import CastVote, ReplyAck
-from arena_rt.battle.runner import Busy
+from arena_rt.battle.calls import VoteCall
 from arena_rt.errors import BadRequest, RateLimited, error_for
-from arena_rt.protocol import MAX_IDEMPOTENCY_KEY, Status
+from arena_rt.protocol import MAX_IDEMPOTENCY_KEY, ErrorCode, Status
 from arena_rt.resources import SubmitVote
 from arena_rt.store import battles
 from arena_rt.store.events import read_after
@@ -98,20 +96,33 @@ async def vote(request: Request) -> Response:
     body = await read_body(request, SubmitVote)
     async with svc.db() as session:
         battle = await battles.battle_by_room(session, request.path_params["room_code"])
-    runner = await svc.supervisor.runner_for(battle)
-    now = time.time_ns() // 1_000_000
-    try:
-        reply = await runner.call(CastVote(body.target_agent_id, key, now, voter_id=voter_id))
-    except Busy as exc:
-        raise RateLimited(str(exc)) from exc
-    if reply is None or isinstance(reply, ReplyAck):
-        # A repeated key gets the first answer: the target of the vote that key recorded.
-        recorded = next((v for v in runner.state.votes if v.idempotency_key == key), None)
-        target = recorded.target_agent_id if recorded is not None else body.target_agent_id
-        return json_response(
-            {"accepted": True, "targetAgentId": target, "idempotencyKey": key}, 201
-        )
-    raise error_for(reply.code, reply.message)
+    call = VoteCall(
+        agent_id=voter_id,
+        peer=_HTTP_PEER.id,
+        target_agent_id=body.target_agent_id,
+        idempotency_key=key,
+    )
+    answer = await svc.gateway.perform(battle, call, _HTTP_PEER)
+    if not answer.ok:
+        raise error_for(ErrorCode(answer.code or ErrorCode.INTERNAL), answer.message)
+    # A repeated key gets the first answer: the target of the vote that key recorded.
+    target = answer.recorded_target or body.target_agent_id
+    return json_response({"accepted": True, "targetAgentId": target, "idempotencyKey": key}, 201)
+
+
+class _NoSocket:
+    """An HTTP vote's stand-in for a socket: its answer is the response, nothing is pushed."""
+
+    id = "http"
+
+    def send(self, data: bytes) -> None:
+        return None
+
+    def kick(self, code: int, reason: str) -> None:
+        return None
+
+
+_HTTP_PEER = _NoSocket()
 
 
 routes = [

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
@@ -21,6 +23,8 @@ from arena_rt.battle.runner import RunnerDeps
 from arena_rt.battle.supervisor import Supervisor
 from arena_rt.bus import Bus, from_url
 from arena_rt.bus.hub import Hub
+from arena_rt.cluster.gateway import Gateway
+from arena_rt.cluster.relay import Relay, relay_key
 from arena_rt.config import Settings
 from arena_rt.errors import Unauthorized
 from arena_rt.metrics import Metrics
@@ -68,6 +72,8 @@ class Services:
     supervisor: Supervisor
     spectators: SpectatorCounts  # spectator sockets (not agents'), per battle and node
     views: BattleViews  # what connecting sockets need, read once per battle and shared
+    gateway: Gateway  # a session's calls, to the battle's runner wherever it runs
+    draining: bool = False  # SIGTERM: new sockets are turned away (1001), battles handed over
 
     async def authenticate(self, token: str | None) -> Principal:
         """An agent from an API key or a session token; Unauthorized otherwise."""
@@ -85,6 +91,21 @@ class Services:
         if agent is None or not await self.keys.verify(token, agent.api_key_hash):
             raise Unauthorized("invalid API key")
         return Principal(agent.id, "key")
+
+    async def drain(self) -> None:
+        """Hand this node's battles over and close its sockets with 1001, before the server
+        stops: new sockets are turned away, every runner finishes what it has queued (its
+        commits land), each lease is released for a peer to claim at once, then every socket
+        is told to reconnect. Bounded by ``ARENA_DRAIN_TIMEOUT_S``."""
+        self.draining = True
+        started = time.monotonic()
+        handed = await self.supervisor.drain(self.settings.timings.drain_timeout_s)
+        await self.hub.stop()  # every feed closes: its socket gets 1001 and the drain reason
+        log.info(
+            "drain finished in %.2f s: %d battle(s) handed over, sockets closed 1001",
+            time.monotonic() - started,
+            handed,
+        )
 
     async def check_database(self) -> None:
         async with self.engine.connect() as conn:
@@ -122,9 +143,14 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
     )
     committer = Committer(make_sessionmaker(commit_engine), metrics, writers=COMMIT_WRITERS)
     ownership: Ownership = (
-        RedisOwnership(redis, settings.node_id)
+        RedisOwnership(redis, settings.node_id, settings.timings.lease_ms)
         if redis is not None
-        else LocalOwnership(settings.node_id)
+        else LocalOwnership(settings.node_id, _heartbeat_file(engine))
+    )
+    relay = (
+        Relay(settings.redis_url, settings.node_id, relay_key(settings.secret.reveal()))
+        if settings.redis_url
+        else None
     )
     judge, commentator = build_intelligence(settings, metrics)  # heuristic or an LLM provider
     deps = RunnerDeps(
@@ -136,6 +162,7 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         metrics=metrics,
         commentary_timeout_s=settings.timings.commentary_timeout_ms / 1000,
     )
+    supervisor = Supervisor(db, deps, ownership, settings.timings)
     services = Services(
         settings=settings,
         engine=engine,
@@ -152,19 +179,25 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         metrics=metrics,
         registrations=KeyedLimiter(settings.limits.registrations_per_minute),
         vote_limiter=KeyedLimiter(settings.limits.votes_per_minute),
-        supervisor=Supervisor(db, deps, ownership, settings.timings),
+        supervisor=supervisor,
         spectators=SpectatorCounts(settings.node_id, redis),
         views=BattleViews(db, metrics, ttl_s=settings.timings.snapshot_ttl_ms / 1000),
+        gateway=Gateway(supervisor, relay, deps.clock, settings.timings.forward_timeout_ms),
     )
     try:
         await bus.start()
         await services.hub.start()
         await services.spectators.start()
         await committer.start()
+        if relay is not None:
+            await relay.start()
         await services.supervisor.start()
         yield services
     finally:
         await services.supervisor.stop()
+        await services.gateway.stop()
+        if relay is not None:
+            await relay.stop()
         await services.spectators.stop()
         await close_intelligence(judge, commentator)  # the LLM provider's HTTP client
         await committer.stop()
@@ -175,3 +208,11 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         await engine.dispose()
         if commit_engine is not engine:
             await commit_engine.dispose()
+
+
+def _heartbeat_file(engine: AsyncEngine) -> Path | None:
+    """Beside the embedded database: how a restart learns how long it was down."""
+    database = engine.url.database
+    if engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database).with_name(Path(database).name + ".alive")

@@ -13,25 +13,27 @@ import asyncio
 import logging
 import time
 import unicodedata
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import msgspec
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from arena_rt.battle.domain import CastVote, Disconnect, Join, Leave, ReplyError, SubmitTurn
-from arena_rt.battle.machine import find_seat
-from arena_rt.battle.runner import Busy, Runner
+from arena_rt.battle.calls import AnyCall, LeaveCall, TurnCall, VoteCall
+from arena_rt.battle.session import Answer
 from arena_rt.bus.base import FeedClosedError, FeedClosedReason
 from arena_rt.bus.hub import Feed, Write, catch_up, drain
 from arena_rt.errors import ArenaError, BadRequest, NotFound, Unauthorized, error_for
 from arena_rt.protocol import (
+    DRAIN_REASON,
     MAX_IDEMPOTENCY_KEY,
+    Ack,
     AgentIdentity,
     AuthFrame,
     CloseCode,
     ErrorCode,
+    ErrorFrame,
     LeaveFrame,
     PingFrame,
     Pong,
@@ -143,7 +145,7 @@ async def _fail(ws: WebSocket, error: ArenaError, code: int | None = None) -> No
 _FEED_CLOSE = {
     FeedClosedReason.OVERFLOW: (CloseCode.SLOW_CONSUMER, "slow_consumer"),
     FeedClosedReason.GAP: (1011, "missed events; resume with since"),
-    FeedClosedReason.SHUTDOWN: (CloseCode.GOING_AWAY, "server going away"),
+    FeedClosedReason.SHUTDOWN: (CloseCode.GOING_AWAY, DRAIN_REASON),
 }
 
 
@@ -228,61 +230,55 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
         principal = await _authenticate(svc, ws)
         team = _team(ws)
         battle = await _battle(svc, ws)
-        assert svc.supervisor is not None
-        runner = await svc.supervisor.runner_for(battle)
     except ArenaError as error:
         code = CloseCode.UNAUTHORIZED if isinstance(error, Unauthorized) else None
         code = CloseCode.NOT_FOUND if isinstance(error, NotFound) else code
         await _fail(ws, error, code)
         return
+    if svc.draining:
+        raise Closing(CloseCode.GOING_AWAY, DRAIN_REASON)
     agent_id = principal.agent_id
     peer = SocketPeer(ws, svc.settings.node_id, svc.settings.limits)
     async with svc.hub.watch(battle.id, queue_size=svc.settings.limits.spectator_queue) as feed:
-        runner.register(peer)
+        # The feed is attached before the join: every event after the join's point reaches it.
+        joined = await svc.gateway.join(battle, agent_id, team, peer)
         try:
-            # Without `since`, the agent gets every event after this point: its own join and
-            # whatever follows it (STARTING, a turn_started naming it), even those committed
-            # before the welcome below is built. When the runner has settled (no step being
-            # committed or published), every later event reaches the feed attached above:
-            # nothing to replay.
-            settled = runner.settled_seq
-            before_join = runner.state.last_seq if settled is None else settled
-            reply = await runner.call(Join(agent_id, _now_ms(), team_id=team, origin=peer.id))
-            if isinstance(reply, ReplyError):
-                await _fail(ws, error_for(reply.code, reply.message))
+            if not joined.ok:
+                await _fail(ws, _error_of(joined))
                 return
-            previous = runner.attach_agent(agent_id, peer)
-            if previous is not None:
-                previous.kick(CloseCode.REPLACED, "replaced")
-            seat = find_seat(runner.state, agent_id)
-            assert seat is not None
+            assert joined.before_seq is not None and joined.position is not None
             token, expires_at = await _session_for(svc, principal, battle.id)
-            view = await svc.views.view(battle.id, at_least_seq=before_join)
+            view = await svc.views.view(battle.id, at_least_seq=joined.before_seq)
             welcome = Welcome(
                 battle=msgspec.to_builtins(view.resource),
-                you=AgentIdentity(agent_id, seat.position, seat.team_id),
+                you=AgentIdentity(agent_id, joined.position, joined.team_id),
                 session_token=token,
                 session_expires_at=expires_at,
-                last_seq=before_join,
+                last_seq=joined.before_seq,
             )
             await peer.write(encode(welcome))
             log.info(
                 "agent attached battle=%s agent=%s peer=%s", battle.room_code, agent_id, peer.id
             )
             _kick_when_closed(feed, peer)
+            limits = svc.settings.limits
             await peer.serve(
-                _read_agent(runner, peer, agent_id, svc.settings.limits.max_content_chars),
+                _read_agent(svc, battle, peer, agent_id, limits.max_content_chars),
                 _pump_events(
                     peer,
                     feed,
-                    before_join if since is None else since,
-                    replay=since is not None or settled is None,
+                    joined.before_seq if since is None else since,
+                    replay=since is not None or joined.replay,
                 ),
             )
         finally:
-            runner.unregister(peer)
-            if runner.detach_agent(agent_id, peer):
-                runner.submit_internal(Disconnect(agent_id, _now_ms()))
+            if joined.ok:
+                await svc.gateway.detach(battle, agent_id, peer)
+
+
+def _error_of(answer: Answer) -> ArenaError:
+    code = ErrorCode(answer.code or ErrorCode.INTERNAL)
+    return error_for(code, answer.message)
 
 
 async def _session_for(svc: Services, principal: Principal, battle_id: str) -> tuple[str, int]:
@@ -295,35 +291,55 @@ async def _session_for(svc: Services, principal: Principal, battle_id: str) -> t
     return await svc.sessions.create(principal.agent_id, {"battleId": battle_id})
 
 
-async def _read_agent(runner: Runner, peer: SocketPeer, agent_id: str, max_chars: int) -> None:
+def _answer_frames(peer: SocketPeer, call: Awaitable[Answer], ref: str | None) -> None:
+    """Send the call's answer (ack or error) when it comes; the reader goes on meanwhile."""
+
+    async def answer() -> None:
+        result = await call
+        if result.ok:
+            peer.send(encode(Ack(ref=ref, seq=result.seq)))
+        else:
+            code = ErrorCode(result.code or ErrorCode.INTERNAL)
+            peer.send(encode(ErrorFrame(code=code, message=result.message, ref=ref)))
+
+    peer.spawn(answer())
+
+
+async def _read_agent(
+    svc: Services, battle: Battle, peer: SocketPeer, agent_id: str, max_chars: int
+) -> None:
+    gateway = svc.gateway
     while True:
         frame = await next_frame(peer, agent_frame_decoder)
-        try:
-            match frame:
-                case PingFrame(t=t):
-                    peer.send(encode(Pong(t=t)))
-                case TurnFrame(turn_number=number, content=content, ref=ref):
-                    text = clean_text(content)
-                    if len(text) > max_chars:
-                        peer.error(
-                            ErrorCode.TOO_LARGE, f"content is over {max_chars} characters", ref
-                        )
-                        continue
-                    runner.submit(
-                        SubmitTurn(agent_id, number, text, _now_ms(), origin=peer.id, ref=ref)
-                    )
-                case VoteFrame(target_agent_id=target, idempotency_key=key, ref=ref):
-                    if _bad_key(peer, key, ref):
-                        continue
-                    runner.submit(
-                        CastVote(target, key, _now_ms(), voter_id=agent_id, origin=peer.id, ref=ref)
-                    )
-                case LeaveFrame(ref=ref):
-                    runner.submit(Leave(agent_id, _now_ms(), origin=peer.id, ref=ref))
-                case AuthFrame():
-                    peer.strike(ErrorCode.BAD_MESSAGE, "already authenticated")
-        except Busy as exc:
-            peer.error(ErrorCode.RATE_LIMITED, str(exc), getattr(frame, "ref", None))
+        call: AnyCall
+        match frame:
+            case PingFrame(t=t):
+                peer.send(encode(Pong(t=t)))
+                continue
+            case TurnFrame(turn_number=number, content=content, ref=ref):
+                text = clean_text(content)
+                if len(text) > max_chars:
+                    peer.error(ErrorCode.TOO_LARGE, f"content is over {max_chars} characters", ref)
+                    continue
+                call = TurnCall(
+                    agent_id=agent_id, peer=peer.id, turn_number=number, content=text, ref=ref
+                )
+            case VoteFrame(target_agent_id=target, idempotency_key=key, ref=ref):
+                if _bad_key(peer, key, ref):
+                    continue
+                call = VoteCall(
+                    agent_id=agent_id,
+                    peer=peer.id,
+                    target_agent_id=target,
+                    idempotency_key=key,
+                    ref=ref,
+                )
+            case LeaveFrame(ref=ref):
+                call = LeaveCall(agent_id=agent_id, peer=peer.id, ref=ref)
+            case AuthFrame():
+                peer.strike(ErrorCode.BAD_MESSAGE, "already authenticated")
+                continue
+        _answer_frames(peer, gateway.perform(battle, call, peer), getattr(frame, "ref", None))
 
 
 # --------------------------------------------------------------------------- spectators
@@ -352,6 +368,8 @@ async def _serve_spectator(svc: Services, ws: WebSocket) -> None:
     except ArenaError as error:
         await _fail(ws, error, CloseCode.NOT_FOUND)
         return
+    if svc.draining:
+        raise Closing(CloseCode.GOING_AWAY, DRAIN_REASON)
     limits = svc.settings.limits
     if svc.spectators.local[battle.id] >= limits.spectators_per_battle:
         await _fail(ws, error_for(ErrorCode.BATTLE_FULL, "spectator limit reached for this battle"))
@@ -366,20 +384,15 @@ async def _serve_spectator(svc: Services, ws: WebSocket) -> None:
 async def _watch_battle(svc: Services, ws: WebSocket, battle: Battle, since: int | None) -> None:
     limits = svc.settings.limits
     peer = SocketPeer(ws, svc.settings.node_id, limits)
-    voting_runners: set[Runner] = set()
     async with svc.hub.watch(battle.id, queue_size=limits.spectator_queue) as feed:
         replay = True
         if since is None:
             since, replay = await _send_snapshot(svc, peer, battle.id, time.monotonic())
-        try:
-            _kick_when_closed(feed, peer)
-            await peer.serve(
-                _read_spectator(svc, battle, peer, voting_runners),
-                _pump_events(peer, feed, since, replay=replay),
-            )
-        finally:
-            for runner in voting_runners:
-                runner.unregister(peer)
+        _kick_when_closed(feed, peer)
+        await peer.serve(
+            _read_spectator(svc, battle, peer),
+            _pump_events(peer, feed, since, replay=replay),
+        )
 
 
 async def _send_snapshot(
@@ -403,9 +416,7 @@ def _view_is_current(svc: Services, view: BattleView, attached_at: float) -> boo
     return runner is not None and runner.settled_seq == view.last_seq
 
 
-async def _read_spectator(
-    svc: Services, battle: Battle, peer: SocketPeer, voting_runners: set[Runner]
-) -> None:
+async def _read_spectator(svc: Services, battle: Battle, peer: SocketPeer) -> None:
     while True:
         frame = await next_frame(peer, spectator_frame_decoder)
         match frame:
@@ -414,19 +425,14 @@ async def _read_spectator(
             case VoteFrame(target_agent_id=target, idempotency_key=key, ref=ref):
                 if _bad_key(peer, key, ref):
                     continue
-                try:
-                    assert svc.supervisor is not None
-                    runner = await svc.supervisor.runner_for(battle)
-                    runner.register(peer)
-                    voting_runners.add(runner)
-                    runner.submit(
-                        CastVote(
-                            target, key, _now_ms(), connection_id=peer.id, origin=peer.id, ref=ref
-                        )
-                    )
-                except (ArenaError, Busy) as exc:
-                    code = exc.code if isinstance(exc, ArenaError) else ErrorCode.RATE_LIMITED
-                    peer.error(code, str(exc), ref)
+                call = VoteCall(
+                    peer=peer.id,
+                    target_agent_id=target,
+                    idempotency_key=key,
+                    connection_id=peer.id,
+                    ref=ref,
+                )
+                _answer_frames(peer, svc.gateway.perform(battle, call, peer), ref)
 
 
 routes = [

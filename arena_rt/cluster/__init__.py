@@ -1,0 +1,1 @@
+"""Node to node: agent inputs forwarded to a battle's owner, owner changes announced."""
