@@ -128,6 +128,7 @@ EVENT_TYPES = frozenset(
         "voting_started",
         "vote_tally",
         "result",
+        "resumed",
     }
 )
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -64,9 +65,32 @@ async def run_server(settings: Settings) -> AsyncIterator[str]:
         await asyncio.wait_for(task, 20)
 
 
+@dataclass
+class Node:
+    """An ``arena-rt serve`` process of a test: its URL, its process, its log."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    node_id: str  # ARENA_NODE_ID, when the test set it
+
+    def kill(self) -> None:
+        """kill -9: no drain, no goodbye (what a crash or an OOM kill does)."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM, as a deploy does; its exit code once it has drained and stopped."""
+        self.proc.terminate()
+        return self.proc.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 @contextlib.contextmanager
-def spawn_server(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
-    """``arena-rt serve`` as a separate OS process; yields its base URL once /healthz is 200."""
+def spawn_node(env: Mapping[str, str], log_path: Path) -> Iterator[Node]:
+    """``arena-rt serve`` as a separate OS process, once its /healthz is 200."""
     port = free_port()
     full_env = {**os.environ, **env}
     with open(log_path, "ab") as log_file:
@@ -90,11 +114,19 @@ def spawn_server(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not become healthy: {log_path.read_text()}")
             time.sleep(0.1)
-        yield base
+        yield Node(base, proc, log_path, env.get("ARENA_NODE_ID", ""))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def spawn_server(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
+    """``arena-rt serve`` as a separate OS process; yields its base URL once /healthz is 200."""
+    with spawn_node(env, log_path) as node:
+        yield node.url

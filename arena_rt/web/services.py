@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -38,7 +39,8 @@ from arena_rt.web.views import BattleViews
 
 log = logging.getLogger("arena_rt")
 
-COMMIT_WRITERS = 2  # group transactions in flight at once, each on its own connection
+COMMIT_WRITERS = 2
+SOCKET_CLOSE_WAIT_S = 5.0  # a drain waits this long for its sockets' 1001 closes to go out  # group transactions in flight at once, each on its own connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class Services:
     views: BattleViews  # what connecting sockets need, read once per battle and shared
     gateway: Gateway  # a session's calls, to the battle's runner wherever it runs
     draining: bool = False  # SIGTERM: new sockets are turned away (1001), battles handed over
+    open_sockets: int = 0  # agent and spectator sockets being served (the drain waits for 0)
 
     async def authenticate(self, token: str | None) -> Principal:
         """An agent from an API key or a session token; Unauthorized otherwise."""
@@ -101,6 +104,9 @@ class Services:
         started = time.monotonic()
         handed = await self.supervisor.drain(self.settings.timings.drain_timeout_s)
         await self.hub.stop()  # every feed closes: its socket gets 1001 and the drain reason
+        deadline = time.monotonic() + SOCKET_CLOSE_WAIT_S
+        while self.open_sockets and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the closes are sent by each socket's own task
         log.info(
             "drain finished in %.2f s: %d battle(s) handed over, sockets closed 1001",
             time.monotonic() - started,

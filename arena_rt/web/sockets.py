@@ -214,6 +214,7 @@ async def agent_socket(ws: WebSocket) -> None:
     svc = _services(ws)
     await ws.accept()
     svc.metrics.sockets.labels("agent").inc()
+    svc.open_sockets += 1
     try:
         await _serve_agent(svc, ws)
     except WebSocketDisconnect:
@@ -221,6 +222,7 @@ async def agent_socket(ws: WebSocket) -> None:
     except Closing as closing:
         await close_quietly(ws, closing.code, closing.reason)
     finally:
+        svc.open_sockets -= 1
         svc.metrics.sockets.labels("agent").dec()
 
 
@@ -349,6 +351,7 @@ async def spectator_socket(ws: WebSocket) -> None:
     svc = _services(ws)
     await ws.accept()
     svc.metrics.sockets.labels("spectator").inc()
+    svc.open_sockets += 1
     try:
         await _serve_spectator(svc, ws)
     except WebSocketDisconnect:
@@ -358,6 +361,7 @@ async def spectator_socket(ws: WebSocket) -> None:
             svc.metrics.slow_consumers.inc()
         await close_quietly(ws, closing.code, closing.reason)
     finally:
+        svc.open_sockets -= 1
         svc.metrics.sockets.labels("spectator").dec()
 
 
