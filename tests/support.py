@@ -89,9 +89,9 @@ class Node:
 
 
 @contextlib.contextmanager
-def spawn_node(env: Mapping[str, str], log_path: Path) -> Iterator[Node]:
+def spawn_node(env: Mapping[str, str], log_path: Path, port: int | None = None) -> Iterator[Node]:
     """``arena-rt serve`` as a separate OS process, once its /healthz is 200."""
-    port = free_port()
+    port = port or free_port()
     full_env = {**os.environ, **env}
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(

@@ -437,6 +437,7 @@ def worker_plans(cfg: ReplayConfig, planned: list[PlannedBattle]) -> list[Worker
             connect_concurrency=per_worker_gate,
             timeout_s=cfg.timeout_s,
             session_tokens=cfg.session_tokens,
+            nodes=tuple(cfg.targets),
         )
         for i in range(count)
     ]

@@ -111,6 +111,7 @@ class WorkerPlan:
     open_timeout_s: float = 30.0
     welcome_timeout_s: float = 60.0
     session_tokens: bool = True  # later sockets of an agent use its session token
+    nodes: tuple[str, ...] = ()  # every target: sockets move on when theirs drains or dies
 
 
 class _Frame(msgspec.Struct, rename="camel"):
@@ -292,6 +293,14 @@ class Worker:
                         task.add_done_callback(self._closing.discard)
                     conns.clear()
 
+    def node_after(self, home: str, attempts: int) -> str:
+        """Where a socket (re)connects: its own node first, then each target in turn, so a
+        battle's sockets move on when their node drains (1001) or dies."""
+        nodes = self.plan.nodes
+        if attempts == 0 or home not in nodes:
+            return home
+        return nodes[(nodes.index(home) + attempts) % len(nodes)]
+
     async def open(
         self, url: str, headers: dict[str, str] | None, kind: str
     ) -> tuple[ClientConnection, int, Callable[[], None]] | None:
@@ -357,7 +366,8 @@ class Worker:
         try:
             while final is None and attempts <= MAX_RECONNECTS and not self.aborted[job.battle]:
                 query = "" if start is None else f"?since={last}"
-                opened = await self.open(ws_url(job.node, path + query), None, "spectator")
+                node = self.node_after(job.node, attempts)
+                opened = await self.open(ws_url(node, path + query), None, "spectator")
                 if opened is None:
                     attempts += 1
                     await asyncio.sleep(min(0.2 * 2**attempts, 5))
@@ -553,7 +563,8 @@ class Worker:
                 token = self.tokens.get(me) if self.plan.session_tokens else None
                 stats.count("agentAuthSession" if token else "agentAuthKey")
                 headers = {"Authorization": f"Bearer {token or agent.api_key}"}
-                opened = await self.open(ws_url(job.node, path), headers, "agent")
+                node = self.node_after(job.node, attempts)
+                opened = await self.open(ws_url(node, path), headers, "agent")
                 if opened is None:
                     attempts += 1
                     if not welcomed.done() and attempts > 2:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -39,8 +40,8 @@ from arena_rt.web.views import BattleViews
 
 log = logging.getLogger("arena_rt")
 
-COMMIT_WRITERS = 2
-SOCKET_CLOSE_WAIT_S = 5.0  # a drain waits this long for its sockets' 1001 closes to go out  # group transactions in flight at once, each on its own connection
+COMMIT_WRITERS = 2  # group transactions in flight at once, each on its own connection
+SOCKET_CLOSE_WAIT_S = 5.0  # a drain waits this long for its sockets' 1001 closes to go out
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,16 @@ class Services:
     gateway: Gateway  # a session's calls, to the battle's runner wherever it runs
     draining: bool = False  # SIGTERM: new sockets are turned away (1001), battles handed over
     open_sockets: int = 0  # agent and spectator sockets being served (the drain waits for 0)
+    no_sockets: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def socket_opened(self) -> None:
+        self.open_sockets += 1
+        self.no_sockets.clear()
+
+    def socket_closed(self) -> None:
+        self.open_sockets -= 1
+        if not self.open_sockets:
+            self.no_sockets.set()
 
     async def authenticate(self, token: str | None) -> Principal:
         """An agent from an API key or a session token; Unauthorized otherwise."""
@@ -104,9 +115,10 @@ class Services:
         started = time.monotonic()
         handed = await self.supervisor.drain(self.settings.timings.drain_timeout_s)
         await self.hub.stop()  # every feed closes: its socket gets 1001 and the drain reason
-        deadline = time.monotonic() + SOCKET_CLOSE_WAIT_S
-        while self.open_sockets and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # the closes are sent by each socket's own task
+        if self.open_sockets:  # the closes are sent by each socket's own task
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SOCKET_CLOSE_WAIT_S):
+                    await self.no_sockets.wait()
         log.info(
             "drain finished in %.2f s: %d battle(s) handed over, sockets closed 1001",
             time.monotonic() - started,

@@ -214,7 +214,7 @@ async def agent_socket(ws: WebSocket) -> None:
     svc = _services(ws)
     await ws.accept()
     svc.metrics.sockets.labels("agent").inc()
-    svc.open_sockets += 1
+    svc.socket_opened()
     try:
         await _serve_agent(svc, ws)
     except WebSocketDisconnect:
@@ -222,7 +222,7 @@ async def agent_socket(ws: WebSocket) -> None:
     except Closing as closing:
         await close_quietly(ws, closing.code, closing.reason)
     finally:
-        svc.open_sockets -= 1
+        svc.socket_closed()
         svc.metrics.sockets.labels("agent").dec()
 
 
@@ -351,7 +351,7 @@ async def spectator_socket(ws: WebSocket) -> None:
     svc = _services(ws)
     await ws.accept()
     svc.metrics.sockets.labels("spectator").inc()
-    svc.open_sockets += 1
+    svc.socket_opened()
     try:
         await _serve_spectator(svc, ws)
     except WebSocketDisconnect:
@@ -361,7 +361,7 @@ async def spectator_socket(ws: WebSocket) -> None:
             svc.metrics.slow_consumers.inc()
         await close_quietly(ws, closing.code, closing.reason)
     finally:
-        svc.open_sockets -= 1
+        svc.socket_closed()
         svc.metrics.sockets.labels("spectator").dec()
 
 
