@@ -42,7 +42,6 @@ from arena_rt.battle.ownership import Lease
 from arena_rt.bus import Bus
 from arena_rt.errors import Unavailable
 from arena_rt.metrics import Metrics
-from arena_rt.protocol import Ack, ErrorCode, ErrorFrame, encode
 from arena_rt.store.battle_writes import StepWrite
 
 log = logging.getLogger("arena_rt.runner")
@@ -52,11 +51,9 @@ MAX_PENDING_INPUTS = 1_000
 
 
 class Peer(Protocol):
-    """A socket the runner can answer: sending never blocks (a bounded queue behind it)."""
+    """An agent's socket as the runner knows it: here or on another node."""
 
     id: str
-
-    def send(self, data: bytes) -> None: ...
 
     def kick(self, code: int, reason: str) -> None: ...
 
@@ -90,7 +87,6 @@ class Runner:
         self.lease = lease or Lease(0, 0)  # the fencing token it runs under; the outage before
         self._inbox: asyncio.Queue[tuple[Any, asyncio.Future[Reply] | None]] = asyncio.Queue()
         self._timers: dict[str, TimerHandle] = {}
-        self._peers: dict[str, Peer] = {}
         self._agents: dict[str, Peer] = {}
         self._helpers: set[asyncio.Task[None]] = set()
         self.finished = asyncio.Event()
@@ -108,12 +104,6 @@ class Runner:
 
     # ----------------------------------------------------------------- inputs from outside
 
-    def register(self, peer: Peer) -> None:
-        self._peers[peer.id] = peer
-
-    def unregister(self, peer: Peer) -> None:
-        self._peers.pop(peer.id, None)
-
     def attach_agent(self, agent_id: str, peer: Peer) -> Peer | None:
         """Make ``peer`` the agent's socket; returns the one it replaces (to close with 4000)."""
         previous = self._agents.get(agent_id)
@@ -129,14 +119,6 @@ class Runner:
             del self._agents[agent_id]
             return True
         return False
-
-    def submit(self, inp: Input) -> None:
-        """Queue a client input; its reply goes to the peer named by its ``origin``."""
-        if self.finished.is_set():
-            raise RunnerStopped("the battle is not running")
-        if self._inbox.qsize() >= MAX_PENDING_INPUTS:
-            raise Busy("battle is busy; retry shortly")
-        self._inbox.put_nowait((inp, None))
 
     async def call(self, inp: Input) -> Reply | None:
         """Queue an input and wait for its reply (None when the machine gave none)."""
@@ -187,15 +169,11 @@ class Runner:
         await asyncio.gather(*helpers, return_exceptions=True)
         self.finished.set()
         while not self._inbox.empty():
-            inp, future = self._inbox.get_nowait()
+            _, future = self._inbox.get_nowait()
+            # A client input nobody will step (a drain, a stop): its caller asks again
+            # wherever the battle runs now.
             if future is not None and not future.done():
                 future.set_exception(RunnerStopped("the battle is not running"))
-            elif getattr(inp, "origin", None) is not None:
-                # A client input nobody will step (a drain or a stop): say so, so the client
-                # sends it again where the battle runs now.
-                message = "the battle moved to another process; send it again"
-                ref = getattr(inp, "ref", None)
-                self._reply(ReplyError(inp.origin, ref, ErrorCode.UNAVAILABLE, message))
 
     async def _handle(self, inp: Input, future: asyncio.Future[Reply] | None) -> None:
         self._stepping = True
@@ -236,8 +214,6 @@ class Runner:
             case ReplyAck() | ReplyError():
                 if future is not None and not future.done():
                     future.set_result(effect)
-                else:
-                    self._reply(effect)
             case ArmTimer(name=name, fire_at=fire_at):
                 self._cancel_timer(name)
                 self._timers[name] = self._deps.clock.call_at(
@@ -251,15 +227,6 @@ class Runner:
                 self._spawn(self._judge(effect))
             case Emit() | RecordVote():
                 pass  # persisted above
-
-    def _reply(self, reply: Reply) -> None:
-        peer = self._peers.get(reply.origin or "")
-        if peer is None:
-            return
-        if isinstance(reply, ReplyAck):
-            peer.send(encode(Ack(ref=reply.ref, seq=reply.seq)))
-        else:
-            peer.send(encode(ErrorFrame(code=reply.code, message=reply.message, ref=reply.ref)))
 
     # ----------------------------------------------------------------- timers and helpers
 

@@ -149,6 +149,10 @@ class Supervisor:
     def live(self, battle_id: str) -> Runner | None:
         return self._runners.get(battle_id)
 
+    async def holder(self, battle_id: str) -> Holder | None:
+        """Who runs the battle now (None: nobody, or this process in embedded mode)."""
+        return await self._ownership.holder(battle_id)
+
     @property
     def live_count(self) -> int:
         return len(self._runners)

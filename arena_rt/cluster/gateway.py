@@ -120,7 +120,7 @@ class Gateway:
         call = DetachCall(agent_id=agent_id, peer=peer.id)
         try:
             async with asyncio.timeout(ATTEMPT_S):
-                await self.perform(battle, call, peer)
+                await self._route(battle, call, peer, adopt=False)
         except (TimeoutError, ArenaError) as exc:  # the owner's grace timer starts anyway
             log.info(
                 "detach of agent %s from battle %s not delivered: %s", agent_id, battle.id, exc
@@ -149,12 +149,20 @@ class Gateway:
         answer, _ = await self._route(battle, call, peer)
         return answer
 
-    async def _route(self, battle: Battle, call: AnyCall, peer: Peer) -> tuple[Answer, int]:
+    async def _route(
+        self, battle: Battle, call: AnyCall, peer: Peer, *, adopt: bool = True
+    ) -> tuple[Answer, int]:
+        """Perform ``call`` where the battle runs; with ``adopt`` (every call but a detach)
+        this node takes a battle that nobody runs, as any node contacted for it does."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         owner = "unknown"
         while True:
             holder = self._owners.get(battle.id)
+            if not adopt and holder is None and self._supervisor.live(battle.id) is None:
+                holder = await self._supervisor.holder(battle.id)
+                if holder is None:
+                    return Answer(True), -1  # nobody runs it: nothing to detach from
             if holder is None or holder.node_id == self.node_id:
                 try:
                     runner = await self._supervisor.runner_for(battle)
