@@ -111,6 +111,11 @@ async def test_sigterm_drains_the_owner_and_battles_go_on_elsewhere(
                 await spectator.wait_type("turn_started", timeout=30, turnNumber=2)
             exit_code = await asyncio.to_thread(a.terminate, 60)
             await asyncio.gather(*playing)
+            async with httpx.AsyncClient(base_url=b.url, timeout=10) as http_b:
+                for (room, _), spectator in zip(battles, spectators, strict=True):
+                    logged = await fetch_events(http_b, room)
+                    await spectator.wait_for(lambda f, s=logged[-1]["seq"]: f.get("seq") == s, 10)
+                    assert battle_events(spectator.frames) == logged  # no gap, no duplicate
         # uvicorn re-raises the SIGTERM it caught once it has shut down cleanly.
         assert exit_code in (0, -15), a.log()[-3000:]
         assert "Finished server process" in a.log()

@@ -130,23 +130,18 @@ async def test_timers_fire_on_the_manual_clock(stack: Stack) -> None:
     assert [seq for seq, _ in history] == list(range(1, len(kinds) + 1))
 
 
-class ExplodingPeer:
-    id = "boom"
+class NotAnInput:
+    """What no step accepts: the machine raises on it, as it would on a bug."""
 
-    def send(self, data: bytes) -> None:
-        raise RuntimeError("socket layer bug")
-
-    def kick(self, code: int, reason: str) -> None:
-        return None
+    now = 0
 
 
 async def test_a_crashing_runner_cancels_only_its_battle(stack: Stack) -> None:
-    doomed, (a, _) = await make_battle(stack.db)
+    doomed, _ = await make_battle(stack.db)
     healthy, (c, _d) = await make_battle(stack.db)
     runner = await stack.supervisor.runner_for(doomed)
     other = await stack.supervisor.runner_for(healthy)
-    runner.register(ExplodingPeer())
-    runner.submit(Join(a, stack.clock.now_ms(), origin="boom"))  # its ack reaches the bad peer
+    runner.submit_internal(NotAnInput())  # type: ignore[arg-type]
     await until(lambda: runner.finished.is_set(), "crash")
     await until(lambda: stack.supervisor.live(doomed.id) is None, "removal")
 

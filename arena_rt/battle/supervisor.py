@@ -244,8 +244,11 @@ class Supervisor:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("battle runner crashed battle=%s; cancelling the battle", battle_id)
-            await self._cancel_after_crash(runner.state)
+            if await self._still_owned(battle_id):
+                log.exception("battle runner crashed battle=%s; cancelling the battle", battle_id)
+                await self._cancel_after_crash(runner.state)
+            else:  # another node runs it now (our write collided with its seq): not ours
+                log.exception("battle runner stopped battle=%s: the battle moved", battle_id)
         finally:
             self._runners.pop(battle_id, None)
             self._tasks.pop(battle_id, None)
@@ -255,6 +258,13 @@ class Supervisor:
             handoff = not machine.is_final(runner.state)
             with contextlib.suppress(Exception):
                 await self._ownership.release(battle_id, handoff=handoff)
+
+    async def _still_owned(self, battle_id: str) -> bool:
+        """Whether this process still holds the battle's lease (a zombie must not end it)."""
+        try:
+            return battle_id in await self._ownership.renew([battle_id])
+        except Exception:
+            return False  # can't tell: leave the battle to whoever holds it
 
     async def _cancel_after_crash(self, state: BattleState) -> None:
         if state.status in FINAL_STATUSES:
