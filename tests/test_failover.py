@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from redis.asyncio import Redis
 
+from arena_rt.battle.ownership import LEASE_PREFIX
 from arena_rt.protocol import DRAIN_REASON
-from tests.clients import Client, Frame, connect, spectator_path
-from tests.conftest import postgres_env
-from tests.helpers_http import create_battle, register
-from tests.live_helpers import battle_events, fetch_events, of_type
+from tests.clients import Client, Frame, agent_path, connect, spectator_path
+from tests.conftest import REDIS_URL, postgres_env
+from tests.helpers_http import auth, create_battle, register
+from tests.live_helpers import battle_events, expect_refused, fetch_events, of_type
 from tests.roaming import RoamingAgent
 from tests.support import Node, spawn_node
 
@@ -129,3 +131,30 @@ async def test_sigterm_drains_the_owner_and_battles_go_on_elsewhere(
             assert all(DRAIN_REASON in why for _, why in closed_by_drain), player.closes
             assert b.url in player.connected_to
         assert "drain finished" in a.log()
+
+
+async def test_not_owner_only_when_no_owner_answers_within_the_forward_timeout(
+    migrated_pg: str, tmp_path: Path
+) -> None:
+    """A battle whose lease a node holds that never answers (gone without its lease lapsing):
+    the agent is told ``not_owner`` and closed 4010 once the forward timeout has passed."""
+    env = {**postgres_env(migrated_pg), "ARENA_FORWARD_TIMEOUT_MS": "1500"}
+    with spawn_node(env, tmp_path / "node.log") as node:
+        async with httpx.AsyncClient(base_url=node.url, timeout=10) as http:
+            room, agents = await new_battle(http)
+            battle = (await http.get(f"/api/battles/{room}")).json()
+        redis = Redis.from_url(REDIS_URL)
+        try:
+            await redis.set(LEASE_PREFIX + battle["id"], "ghost 999999999", px=60_000)
+            await asyncio.sleep(2.5)  # the node sees its lease taken and stops its runner
+            began = time.monotonic()
+            async with connect(
+                node.url, agent_path(room), headers=auth(agents[1]["apiKey"])
+            ) as refused:
+                await expect_refused(refused, "not_owner", 4010)
+            waited = time.monotonic() - began
+            assert 1.5 <= waited < 6, waited
+            assert "ghost" in refused.frames[0]["message"]
+        finally:
+            await redis.delete(LEASE_PREFIX + battle["id"])
+            await redis.aclose()
