@@ -3,6 +3,7 @@
 Everything here is plain data. ``machine.step(state, input)`` turns a state and an input into a
 new state and a list of effects; the runner performs the effects (persist, publish, reply, arm
 timers, ask the judge). Time only enters through the ``now`` (ms since the epoch) of each input.
+``BattleState`` says which of its fields are durable (the log's) and which are runtime.
 """
 
 from __future__ import annotations

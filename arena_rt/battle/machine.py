@@ -3,13 +3,19 @@
 No I/O, no clock, no randomness: the only time is ``input.now``. Client mistakes never raise;
 they become a ``ReplyError`` and leave the state untouched. ``MachineError`` means a bug.
 
+The machine decides; ``log.apply`` evolves. Every durable field of the state changes only by
+applying an event the step emits (or a vote it records, ``log.apply_vote``), so the live state
+always equals ``log.fold`` of what was emitted: recovery is that fold. The step itself only
+changes the runtime fields, ``timers`` and ``away``.
+
 Effects come out in this order (stable within each group): ``Emit``/``RecordVote`` (persisted in
 one transaction), then ``ReplyAck``/``ReplyError``, then ``CancelTimer``/``ArmTimer``, then
 ``RequestCommentary``/``RequestJudge``.
 
 Timers: ``state.timers`` is exactly what the ``ArmTimer``/``CancelTimer`` effects say, except that
 a ``TimerFired`` that is not stale consumes its timer (the runner's timer has gone off), which the
-machine drops from ``state.timers`` without emitting ``CancelTimer``.
+machine drops from ``state.timers`` without emitting ``CancelTimer``. The status timer always
+fires at the durable ``state.deadline_at`` when there is one.
 
 Choices where the rules leave room (the protocol document should repeat them):
 - Join by an unseated agent: ``battle_full`` in STARTING, ``invalid_state`` from IN_PROGRESS on.
@@ -19,8 +25,11 @@ Choices where the rules leave room (the protocol document should repeat them):
   judging go on unchanged and votes for that agent still count. Leave once final: a bare ack.
 - Disconnect arms a grace timer only while the seat can still be lost (LOBBY to IN_PROGRESS);
   a second Disconnect keeps the first deadline.
-- Opened re-arms every timer the state holds and keeps held deadlines; in JUDGING it asks the
-  judge again with a fresh timeout. Tallies list every seated agent, zeros included.
+- Opened re-arms every timer the state holds and arms the status timer at the logged deadline
+  (only a lobby nobody joined has none: the held or a fresh one); a pending tally gets its
+  timer; in JUDGING it asks the judge again with a fresh timeout. With ``outage_ms`` > 0 in a
+  live battle it first emits ``resumed``, moving the logged deadline back by the outage.
+  Tallies list every seated agent, zeros included.
 """
 
 from __future__ import annotations
