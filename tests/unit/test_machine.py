@@ -750,7 +750,7 @@ def test_disconnect_arms_grace_and_reconnect_cancels_it() -> None:
     assert d.state.away == ("p1",)
     effects = d.reconnect("p1")
     assert effects == [CancelTimer("grace:p1")]
-    assert d.state.away == ()
+    assert not d.state.away
     assert d.send(TimerFired("grace:p1", d.now + 30_000)) == []  # cancelled: stale
 
 
