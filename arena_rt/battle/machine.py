@@ -344,6 +344,8 @@ class _Step:
 
     def set_away(self, agent_id: str, away: bool) -> None:
         """Presence is runtime: the only seat fact that changes without an event."""
+        if (agent_id in self.state.away) == away:
+            return  # a second Disconnect changes nothing, not even the order
         others = tuple(a for a in self.state.away if a != agent_id)
         self.state = replace(self.state, away=(*others, agent_id) if away else others)
 

@@ -759,8 +759,10 @@ def test_second_disconnect_keeps_the_first_grace_deadline() -> None:
     d.disconnect("bob")
     deadline = d.timer("grace:bob")
     d.advance(10_000)
+    before = d.state
     assert d.disconnect("bob") == []
     assert d.timer("grace:bob") == deadline
+    assert d.state == before
 
 
 def test_disconnect_of_a_stranger_is_ignored() -> None:
