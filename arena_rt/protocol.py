@@ -154,6 +154,14 @@ class Result(Event, tag="result"):
     confidence: float | None = None
 
 
+class Resumed(Event, tag="resumed"):
+    """Extension: the runner took charge again after an outage of ``outage_ms``; the deadline
+    running in the current status moved back by it (``deadline_at``, None if none runs)."""
+
+    outage_ms: int
+    deadline_at: int | None
+
+
 BattleEvent = (
     StateChanged
     | ParticipantJoined
@@ -165,6 +173,7 @@ BattleEvent = (
     | VotingStarted
     | VoteTally
     | Result
+    | Resumed
 )
 
 # --------------------------------------------------------------------------- client frames

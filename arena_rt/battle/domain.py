@@ -3,11 +3,14 @@
 Everything here is plain data. ``machine.step(state, input)`` turns a state and an input into a
 new state and a list of effects; the runner performs the effects (persist, publish, reply, arm
 timers, ask the judge). Time only enters through the ``now`` (ms since the epoch) of each input.
+``BattleState`` says which of its fields are durable (the log's) and which are runtime.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from dataclasses import replace as _dataclass_replace
+from typing import Any
 
 from arena_rt.protocol import ErrorCode, Event, Mode, Status
 
@@ -38,10 +41,11 @@ class BattleConfig:
 
 @dataclass(frozen=True, slots=True)
 class Seat:
+    """A taken seat: wholly durable (whether its socket is attached is ``BattleState.away``)."""
+
     agent_id: str
     position: int
     team_id: str | None = None
-    connected: bool = True
     forfeited: bool = False
 
 
@@ -66,23 +70,44 @@ class VoteRecord:
 
 @dataclass(frozen=True, slots=True)
 class BattleState:
+    """A battle as the machine sees it.
+
+    Every field but the last two is *durable*: it is what the event log and the vote rows
+    determine, changed only by ``log.apply`` / ``log.apply_vote``, so a fold of the log gives it
+    back after a crash. The last two are *runtime*, what no log can know: the timers the runner
+    has armed and which agents' sockets are gone. A fold leaves them empty (``log.durable``).
+    """
+
     config: BattleConfig
     status: Status = Status.LOBBY
     last_seq: int = 0
     seats: tuple[Seat, ...] = ()
-    current_turn: int = 0  # the turn number in play; 0 before the first
+    current_turn: int = 0  # the turn number in play (or last decided); 0 before the first
     turn_started_at: int | None = None
     turn_deadline_at: int | None = None
+    # When the current status runs out (lobby idle, start delay, turn, vote window); None when
+    # no logged deadline runs (JUDGING asks its judge afresh, final states, a lobby never joined).
+    deadline_at: int | None = None
     turns: tuple[TurnRecord, ...] = ()
     votes: tuple[VoteRecord, ...] = ()
-    tally_dirty: bool = False
-    # Armed timers: name -> fire-at (ms). A TimerFired for a name not here, or early, is stale.
-    timers: tuple[tuple[str, int], ...] = ()
+    tallied: int = 0  # votes covered by the last vote_tally event (the sum of its counts)
     winner_id: str | None = None
     winning_team_id: str | None = None
     reasoning: str | None = None
     # Turn numbers that already got a Commentary event (at most one per played turn).
     commentary_turns: tuple[int, ...] = ()
+    # ---- runtime
+    # Armed timers: name -> fire-at (ms). A TimerFired for a name not here, or early, is stale.
+    timers: tuple[tuple[str, int], ...] = ()
+    away: tuple[str, ...] = ()  # seated agents whose socket is gone
+
+    @property
+    def tally_dirty(self) -> bool:
+        """Votes were cast since the last vote_tally event: one is owed to the watchers."""
+        return len(self.votes) > self.tallied
+
+
+RUNTIME_FIELDS = ("timers", "away")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -90,7 +115,9 @@ class BattleState:
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """The runner took charge of the battle (first load or after a restart): arm timers."""
+    """The runner took charge of the battle (first load, a restart, or another node took over):
+    arm timers. ``outage_ms`` > 0 says the battle went unattended that long; the running
+    deadline is pushed back by it (a ``resumed`` event), so nobody loses a turn to our outage."""
 
     now: int
     outage_ms: int = 0  # how long the battle had no live owner: its running timers are extended
@@ -283,3 +310,41 @@ Effect = (
 
 class MachineError(Exception):
     """A programming error: an input the machine can never accept (not a client mistake)."""
+
+
+# --------------------------------------------------------------------------- fast copies
+
+
+def replace(obj: Any, /, **changes: Any) -> Any:
+    """``dataclasses.replace``, with a fast path for the state: a step replaces it several
+    times and the generic version (field introspection, then the frozen ``__init__``) was
+    most of a step's cost. Same result: a new frozen instance with the given fields changed."""
+    if type(obj) is BattleState:
+        return _replace_state(obj, changes)
+    return _dataclass_replace(obj, **changes)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(BattleState))
+assert all(f.init for f in fields(BattleState))  # _replace_state builds it field by field
+
+
+def _state_replacer() -> Any:
+    """``(state, changes) -> new state``, generated once: one straight line per field."""
+    lines = ["def _replace_state(state, changes):", "    new = _new(_State)"]
+    for name in _STATE_FIELDS:  # what the frozen dataclass's own __init__ does, field by field
+        lines.append(
+            f"    _set(new, {name!r}, changes.pop({name!r}) if {name!r} in changes"
+            f" else state.{name})"
+        )
+    lines += [
+        "    if changes:",
+        "        raise TypeError(f'BattleState has no field(s) {sorted(changes)}')",
+        "    return new",
+    ]
+    namespace: dict[str, Any] = {"_new": object.__new__, "_State": BattleState}
+    namespace["_set"] = object.__setattr__
+    exec("\n".join(lines), namespace)  # a fixed source, built from the field names
+    return namespace["_replace_state"]
+
+
+_replace_state = _state_replacer()

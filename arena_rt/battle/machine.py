@@ -3,13 +3,19 @@
 No I/O, no clock, no randomness: the only time is ``input.now``. Client mistakes never raise;
 they become a ``ReplyError`` and leave the state untouched. ``MachineError`` means a bug.
 
+The machine decides; ``log.apply`` evolves. Every durable field of the state changes only by
+applying an event the step emits (or a vote it records, ``log.apply_vote``), so the live state
+always equals ``log.fold`` of what was emitted: recovery is that fold. The step itself only
+changes the runtime fields, ``timers`` and ``away``.
+
 Effects come out in this order (stable within each group): ``Emit``/``RecordVote`` (persisted in
 one transaction), then ``ReplyAck``/``ReplyError``, then ``CancelTimer``/``ArmTimer``, then
 ``RequestCommentary``/``RequestJudge``.
 
 Timers: ``state.timers`` is exactly what the ``ArmTimer``/``CancelTimer`` effects say, except that
 a ``TimerFired`` that is not stale consumes its timer (the runner's timer has gone off), which the
-machine drops from ``state.timers`` without emitting ``CancelTimer``.
+machine drops from ``state.timers`` without emitting ``CancelTimer``. The status timer always
+fires at the durable ``state.deadline_at`` when there is one.
 
 Choices where the rules leave room (the protocol document should repeat them):
 - Join by an unseated agent: ``battle_full`` in STARTING, ``invalid_state`` from IN_PROGRESS on.
@@ -19,16 +25,18 @@ Choices where the rules leave room (the protocol document should repeat them):
   judging go on unchanged and votes for that agent still count. Leave once final: a bare ack.
 - Disconnect arms a grace timer only while the seat can still be lost (LOBBY to IN_PROGRESS);
   a second Disconnect keeps the first deadline.
-- Opened re-arms every timer the state holds and keeps held deadlines; in JUDGING it asks the
-  judge again with a fresh timeout. Tallies list every seated agent, zeros included.
+- Opened re-arms every timer the state holds and arms the status timer at the logged deadline
+  (only a lobby nobody joined has none: the held or a fresh one); a pending tally gets its
+  timer; in JUDGING it asks the judge again with a fresh timeout. With ``outage_ms`` > 0 in a
+  live battle it first emits ``resumed``, moving the logged deadline back by the outage.
+  Tallies list every seated agent, zeros included.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from dataclasses import replace as _dataclass_replace
+from dataclasses import dataclass, field
 from itertools import zip_longest
-from typing import Any, assert_never
+from typing import assert_never
 
 from arena_rt.battle.domain import (
     ArmTimer,
@@ -60,7 +68,9 @@ from arena_rt.battle.domain import (
     TranscriptTurn,
     TurnRecord,
     VoteRecord,
+    replace,
 )
+from arena_rt.battle.log import apply, apply_vote
 from arena_rt.protocol import (
     FINAL_STATUSES,
     Commentary,
@@ -70,6 +80,7 @@ from arena_rt.protocol import (
     ParticipantJoined,
     ParticipantLeft,
     Result,
+    Resumed,
     StateChanged,
     Status,
     TurnPlayed,
@@ -103,41 +114,6 @@ MAX_PARTICIPANTS = 10
 SKIP_TIMEOUT = "timeout"
 SKIP_DISCONNECTED = "disconnected"
 SKIP_FORFEIT = "forfeit"
-
-_STATE_FIELDS = tuple(f.name for f in fields(BattleState))
-assert all(f.init for f in fields(BattleState))  # _replace_state builds it field by field
-
-
-def replace(obj: Any, /, **changes: Any) -> Any:
-    """``dataclasses.replace``, with a fast path for the state: a step replaces it several
-    times and the generic version (field introspection, then the frozen ``__init__``) was
-    most of a step's cost. Same result: a new frozen instance with the given fields changed."""
-    if type(obj) is BattleState:
-        return _replace_state(obj, changes)
-    return _dataclass_replace(obj, **changes)
-
-
-def _state_replacer() -> Any:
-    """``(state, changes) -> new state``, generated once: one straight line per field."""
-    lines = ["def _replace_state(state, changes):", "    new = _new(_State)"]
-    for name in _STATE_FIELDS:  # what the frozen dataclass's own __init__ does, field by field
-        lines.append(
-            f"    _set(new, {name!r}, changes.pop({name!r}) if {name!r} in changes"
-            f" else state.{name})"
-        )
-    lines += [
-        "    if changes:",
-        "        raise TypeError(f'BattleState has no field(s) {sorted(changes)}')",
-        "    return new",
-    ]
-    namespace: dict[str, Any] = {"_new": object.__new__, "_State": BattleState}
-    namespace["_set"] = object.__setattr__
-    exec("\n".join(lines), namespace)  # a fixed source, built from the field names
-    return namespace["_replace_state"]
-
-
-_replace_state = _state_replacer()
-
 
 # --------------------------------------------------------------------------- public helpers
 
@@ -270,7 +246,7 @@ def step(state: BattleState, inp: Input) -> tuple[BattleState, list[Effect]]:
     b = _Step(state, inp.now)
     match inp:
         case Opened():
-            _on_opened(b)
+            _on_opened(b, inp)
         case Join():
             _on_join(b, inp)
         case Leave():
@@ -329,11 +305,17 @@ class _Step:
         return self.state.last_seq + 1
 
     def emit(self, event: Event) -> int:
+        """Emit ``event`` and apply it: the live state changes exactly as a fold of the log."""
         if event.seq != self.seq or event.at != self.now:
             raise MachineError(f"event {event!r} out of sequence (expected seq {self.seq})")
-        self.state = replace(self.state, last_seq=event.seq)
+        self.state = apply(self.state, event)
         self.effects.append(Emit(event))
         return event.seq
+
+    def record(self, vote: VoteRecord) -> None:
+        """Record a vote row and apply it, as recovery will from the stored rows."""
+        self.state = apply_vote(self.state, vote)
+        self.effects.append(RecordVote(vote))
 
     def arm(self, name: str, fire_at: int) -> None:
         others = tuple(t for t in self.state.timers if t[0] != name)
@@ -360,16 +342,18 @@ class _Step:
     def error(self, origin: str | None, ref: str | None, code: ErrorCode, message: str) -> None:
         self.effects.append(ReplyError(origin, ref, code, message))
 
-    def put_seat(self, seat: Seat) -> None:
-        seats = tuple(seat if s.agent_id == seat.agent_id else s for s in self.state.seats)
-        self.state = replace(self.state, seats=seats)
+    def set_away(self, agent_id: str, away: bool) -> None:
+        """Presence is runtime: the only seat fact that changes without an event."""
+        if (agent_id in self.state.away) == away:
+            return  # a second Disconnect changes nothing, not even the order
+        others = tuple(a for a in self.state.away if a != agent_id)
+        self.state = replace(self.state, away=(*others, agent_id) if away else others)
 
     def set_status(self, status: Status, reason: str | None = None) -> None:
         previous = self.state.status
         self.emit(
             StateChanged(seq=self.seq, at=self.now, status=status, previous=previous, reason=reason)
         )
-        self.state = replace(self.state, status=status)
 
     def ordered_effects(self) -> list[Effect]:
         return sorted(self.effects, key=_effect_rank)
@@ -438,16 +422,18 @@ def _sides(state: BattleState) -> list[str]:
 # --------------------------------------------------------------------------- Opened
 
 
-def _on_opened(b: _Step) -> None:
-    s = b.state
-    if is_final(s):
+def _on_opened(b: _Step, inp: Opened) -> None:
+    if is_final(b.state):
         return
-    status_name, status_at = _status_timer(s, b.now)
+    if inp.outage_ms > 0:
+        _extend_for_outage(b, inp.outage_ms)
+    s = b.state
+    status_name, status_at = _status_timer(s, b.now, inp.outage_ms)
     for name, at in s.timers:  # the runner lost its timers: hand back the ones we hold
         if name != status_name:
             b.arm(name, at)
     if s.tally_dirty and _armed_at(s, TIMER_TALLY) is None:
-        b.arm(TIMER_TALLY, b.now + s.config.tally_interval_ms)
+        b.arm(TIMER_TALLY, b.now + s.config.tally_interval_ms)  # the owed vote_tally goes out
     if s.status == Status.JUDGING and not s.config.enable_judge:
         _decide_by_tally(b, None)  # unreachable in practice; keeps the battle from hanging
         return
@@ -456,24 +442,39 @@ def _on_opened(b: _Step) -> None:
         _request_judge(b)
 
 
-def _status_timer(s: BattleState, now: int) -> tuple[str, int]:
-    """The status timer to arm on Opened; deadlines already held in the state are kept."""
+def _extend_for_outage(b: _Step, outage_ms: int) -> None:
+    """Nobody is skipped, forfeited or cancelled for our outage: the running deadline moves
+    back by it, durably (a ``resumed`` event), so a second failover folds the same deadline."""
+    deadline = b.state.deadline_at
+    b.emit(
+        Resumed(
+            seq=b.seq,
+            at=b.now,
+            outage_ms=outage_ms,
+            deadline_at=None if deadline is None else deadline + outage_ms,
+        )
+    )
+
+
+def _status_timer(s: BattleState, now: int, outage_ms: int) -> tuple[str, int]:
+    """The status timer to arm on Opened: at the logged deadline when the log has one."""
     c = s.config
     name = STATUS_TIMERS[s.status]
+    if s.status == Status.JUDGING:
+        return name, now + c.judge_timeout_ms  # the judge is asked anew
+    if s.deadline_at is not None:
+        return name, s.deadline_at
+    # Only a lobby nobody has joined yet has no logged deadline: keep the one running, if any.
     held = _armed_at(s, name)
-    match s.status:
-        case Status.IN_PROGRESS:
-            deadline = s.turn_deadline_at
-            return name, deadline if deadline is not None else now + c.turn_duration_ms
-        case Status.JUDGING:
-            return name, now + c.judge_timeout_ms  # the judge is asked anew
-        case _:
-            fresh = {
-                Status.LOBBY: c.lobby_timeout_ms,
-                Status.STARTING: c.start_delay_ms,
-                Status.VOTING: c.vote_duration_ms,
-            }[s.status]
-            return name, held if held is not None else now + fresh
+    if held is not None:
+        return name, held + outage_ms
+    fresh = {
+        Status.LOBBY: c.lobby_timeout_ms,
+        Status.STARTING: c.start_delay_ms,
+        Status.IN_PROGRESS: c.turn_duration_ms,
+        Status.VOTING: c.vote_duration_ms,
+    }[s.status]
+    return name, now + fresh
 
 
 # --------------------------------------------------------------------------- seats
@@ -502,8 +503,7 @@ def _on_reconnect(b: _Step, inp: Reconnect) -> None:
 def _reattach(b: _Step, seat: Seat) -> None:
     if is_final(b.state):
         return
-    if not seat.connected:
-        b.put_seat(replace(seat, connected=True))
+    b.set_away(seat.agent_id, False)
     b.cancel(grace_timer(seat.agent_id))
 
 
@@ -526,11 +526,9 @@ def _take_seat(b: _Step, inp: Join) -> None:
             return
         team = picked
     position = 1 + max((seat.position for seat in s.seats), default=0)
-    seat = Seat(inp.agent_id, position, team)
-    b.state = replace(s, seats=(*s.seats, seat))
     seq = b.emit(
         ParticipantJoined(
-            seq=b.seq, at=b.now, agent_id=seat.agent_id, position=position, team_id=team
+            seq=b.seq, at=b.now, agent_id=inp.agent_id, position=position, team_id=team
         )
     )
     b.ack(inp.origin, None, seq)
@@ -582,7 +580,7 @@ def _on_leave(b: _Step, inp: Leave) -> None:
 
 def _free_seat(b: _Step, seat: Seat, reason: str) -> int:
     """Before the start a leaver's seat is simply freed; a starting battle goes back to LOBBY."""
-    b.state = replace(b.state, seats=tuple(s for s in b.state.seats if s.agent_id != seat.agent_id))
+    b.set_away(seat.agent_id, False)  # no seat, nothing to be away from
     b.cancel(grace_timer(seat.agent_id))
     seq = b.emit(
         ParticipantLeft(
@@ -603,7 +601,6 @@ def _free_seat(b: _Step, seat: Seat, reason: str) -> int:
 def _mark_forfeited(b: _Step, seat: Seat) -> int | None:
     if seat.forfeited:
         return None
-    b.put_seat(replace(seat, forfeited=True))
     b.cancel(grace_timer(seat.agent_id))
     return b.emit(
         ParticipantLeft(
@@ -623,7 +620,7 @@ def _forfeit(b: _Step, seat: Seat) -> int | None:
         return None
     its_turn = turn_agent(b.state, b.state.current_turn).agent_id == seat.agent_id
     if its_turn:
-        _skip_current(b, SKIP_FORFEIT)
+        _skip(b, b.state.current_turn, SKIP_FORFEIT)
     sides = _sides(b.state)
     if len(sides) == 1:
         _win_by_forfeit(b, sides[0])
@@ -648,7 +645,7 @@ def _on_disconnect(b: _Step, inp: Disconnect) -> None:
     seat = find_seat(s, inp.agent_id)
     if seat is None or is_final(s):
         return
-    b.put_seat(replace(seat, connected=False))
+    b.set_away(seat.agent_id, True)
     # Grace only matters while losing the seat is still possible; keep the first deadline.
     can_lose_seat = s.status in (Status.LOBBY, Status.STARTING, Status.IN_PROGRESS)
     name = grace_timer(seat.agent_id)
@@ -658,7 +655,7 @@ def _on_disconnect(b: _Step, inp: Disconnect) -> None:
 
 def _on_grace_expired(b: _Step, agent_id: str) -> None:
     seat = find_seat(b.state, agent_id)
-    if seat is None or seat.connected:
+    if seat is None or agent_id not in b.state.away:
         return
     match b.state.status:
         case Status.LOBBY | Status.STARTING:
@@ -685,23 +682,19 @@ def _begin_turn(b: _Step, turn_number: int) -> None:
                     seq=b.seq, at=b.now, turn_number=n, agent_id=seat.agent_id, deadline_at=deadline
                 )
             )
-            b.state = replace(
-                b.state, current_turn=n, turn_started_at=b.now, turn_deadline_at=deadline
-            )
             b.arm(TIMER_TURN, deadline)
             return
-        b.state = replace(b.state, current_turn=n)
-        _skip_current(b, SKIP_FORFEIT)
+        _skip(b, n, SKIP_FORFEIT)
         n += 1
     _start_voting(b)
 
 
-def _skip_current(b: _Step, reason: str) -> None:
-    n = b.state.current_turn
-    agent_id = turn_agent(b.state, n).agent_id
-    seq = b.emit(TurnSkipped(seq=b.seq, at=b.now, turn_number=n, agent_id=agent_id, reason=reason))
-    record = TurnRecord(n, agent_id, seq, None, reason)
-    b.state = replace(b.state, turns=(*b.state.turns, record))
+def _skip(b: _Step, turn_number: int, reason: str) -> None:
+    """Decide ``turn_number`` as skipped; applying the event makes it the current turn."""
+    agent_id = turn_agent(b.state, turn_number).agent_id
+    b.emit(
+        TurnSkipped(seq=b.seq, at=b.now, turn_number=turn_number, agent_id=agent_id, reason=reason)
+    )
 
 
 def _on_submit_turn(b: _Step, inp: SubmitTurn) -> None:
@@ -725,8 +718,6 @@ def _on_submit_turn(b: _Step, inp: SubmitTurn) -> None:
             duration_ms=max(0, b.now - started),
         )
     )
-    record = TurnRecord(inp.turn_number, inp.agent_id, seq, inp.content)
-    b.state = replace(b.state, turns=(*s.turns, record))
     b.ack(inp.origin, inp.ref, seq)
     if s.config.enable_commentator:
         b.effects.append(
@@ -752,7 +743,8 @@ def _turn_refusal(s: BattleState, inp: SubmitTurn) -> _Refusal | None:
 
 def _on_turn_timeout(b: _Step) -> None:
     seat = turn_agent(b.state, b.state.current_turn)
-    _skip_current(b, SKIP_TIMEOUT if seat.connected else SKIP_DISCONNECTED)
+    away = seat.agent_id in b.state.away
+    _skip(b, b.state.current_turn, SKIP_DISCONNECTED if away else SKIP_TIMEOUT)
     _begin_turn(b, b.state.current_turn + 1)
 
 
@@ -764,7 +756,6 @@ def _on_commentary(b: _Step, inp: CommentaryReady) -> None:
     if inp.turn_number in s.commentary_turns:
         return
     b.emit(Commentary(seq=b.seq, at=b.now, turn_number=inp.turn_number, text=inp.text))
-    b.state = replace(b.state, commentary_turns=(*s.commentary_turns, inp.turn_number))
 
 
 # --------------------------------------------------------------------------- voting
@@ -773,8 +764,7 @@ def _on_commentary(b: _Step, inp: CommentaryReady) -> None:
 def _start_voting(b: _Step) -> None:
     deadline = b.now + b.state.config.vote_duration_ms
     b.set_status(Status.VOTING)
-    b.emit(VotingStarted(seq=b.seq, at=b.now, deadline_at=deadline))
-    b.state = replace(b.state, turn_started_at=None, turn_deadline_at=None)
+    b.emit(VotingStarted(seq=b.seq, at=b.now, deadline_at=deadline))  # clears the turn times
     b.cancel(TIMER_TURN)
     b.arm(TIMER_VOTE, deadline)
 
@@ -789,8 +779,7 @@ def _on_cast_vote(b: _Step, inp: CastVote) -> None:
         b.error(inp.origin, inp.ref, refusal.code, refusal.message)
         return
     vote = VoteRecord(inp.idempotency_key, inp.voter_id, inp.connection_id, inp.target_agent_id)
-    b.state = replace(s, votes=(*s.votes, vote), tally_dirty=True)
-    b.effects.append(RecordVote(vote))
+    b.record(vote)
     b.ack(inp.origin, inp.ref)
     if _armed_at(s, TIMER_TALLY) is None:  # tallies are coalesced, one per interval
         b.arm(TIMER_TALLY, b.now + s.config.tally_interval_ms)
@@ -829,8 +818,7 @@ def _flush_tally(b: _Step) -> None:
             agent_counts=agent_tally(s),
             audience_counts=audience_tally(s),
         )
-    )
-    b.state = replace(b.state, tally_dirty=False)
+    )  # covers every vote so far: applying it makes the tally clean
 
 
 def _close_voting(b: _Step) -> None:
@@ -925,7 +913,6 @@ def _complete(
             confidence=confidence,
         )
     )
-    b.state = replace(b.state, winner_id=winner, winning_team_id=team, reasoning=reasoning)
     b.set_status(Status.COMPLETED)
     b.cancel_all()
 

@@ -28,8 +28,8 @@ from arena_rt.battle.domain import (
     Emit,
     VoteRecord,
 )
+from arena_rt.battle.log import fold
 from arena_rt.battle.ownership import Holder, LeaseHeld, LocalOwnership, Ownership
-from arena_rt.battle.recover import fold
 from arena_rt.battle.runner import Runner, RunnerDeps
 from arena_rt.config import Timings
 from arena_rt.errors import ArenaError, Conflict, Unavailable
@@ -228,6 +228,7 @@ class Supervisor:
         config = config_of(battle, self._timings)
         records = await read_after(self._db, battle.id, 0)
         async with self._db() as session:
+            # Cast order, as the live path applied them (ties within one commit: by id).
             rows = await session.scalars(
                 select(Vote).where(Vote.battle_id == battle.id).order_by(Vote.created_at, Vote.id)
             )

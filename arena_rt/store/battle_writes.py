@@ -254,7 +254,7 @@ def _collect(batch: _Batch, step: StepWrite, now: Any) -> None:
             case ParticipantJoined() | ParticipantLeft() | Result():
                 batch.rare.append((step, event))
             case _:
-                pass  # turn_skipped, voting_started, vote_tally: the log is their record
+                pass  # turn_skipped, voting_started, vote_tally, resumed: the log is their record
     batch.votes.extend(
         {
             "id": new_id(),

@@ -107,7 +107,8 @@ moves: st.SearchStrategy[Move] = st.one_of(
     *[st.just(FireEarliest())] * 3,
     *[votes] * 4,
     *[commentary] * 2,
-    st.builds(Opened, now=st.just(0)),
+    # A runner taking charge again, sometimes after an outage (a failover).
+    st.builds(Opened, now=st.just(0), outage_ms=st.sampled_from([0, 0, 3_000])),
     st.builds(Leave, agent_id=agents, now=st.just(0)),
     st.builds(Disconnect, agent_id=agents, now=st.just(0)),
     st.builds(Reconnect, agent_id=agents, now=st.just(0)),
@@ -142,8 +143,9 @@ timed_moves = st.lists(st.tuples(st.integers(0, 2_000), moves), min_size=30, max
 
 
 @st.composite
-def configs(draw: st.DrawFn) -> BattleConfig:
-    mode = draw(st.sampled_from(list(Mode)))
+def configs(draw: st.DrawFn, mode: Mode | None = None) -> BattleConfig:
+    if mode is None:
+        mode = draw(st.sampled_from(list(Mode)))
     size = {
         Mode.HEAD_TO_HEAD: st.just(2),
         Mode.TEAM: st.sampled_from([2, 4]),
@@ -254,6 +256,11 @@ class Checker:
                 allowed.add("tally")
             assert STATUS_TIMERS[after.status] in phase_timers
             assert phase_timers <= allowed, f"{phase_timers} armed in {after.status}"
+            # The status timer runs out exactly at the logged deadline, when the log has one.
+            if after.deadline_at is not None:
+                assert dict(after.timers)[STATUS_TIMERS[after.status]] == after.deadline_at
+            if after.status == Status.IN_PROGRESS:
+                assert after.deadline_at == after.turn_deadline_at is not None
         if any(isinstance(e, ReplyError) for e in effects):
             assert after == before, "a refused input changed the state"
         numbers = [t.turn_number for t in after.turns]

@@ -140,6 +140,12 @@ export class BattleView {
       case "vote_tally":
         this.tally = { ...event.counts };
         break;
+      case "resumed": // (ext) the server was away: the running countdown moved back
+        if (this.deadline && typeof event.deadlineAt === "number") {
+          const total = this.deadline.total + Math.max(0, event.outageMs || 0);
+          this.deadline = { ...this.deadline, at: event.deadlineAt, total };
+        }
+        break;
       case "result":
         this.result = event;
         this.tally = { ...(event.tally || this.tally) };
