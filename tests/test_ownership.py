@@ -112,5 +112,5 @@ async def test_the_embedded_node_measures_its_downtime_from_its_heartbeat(tmp_pa
     await asyncio.sleep(0.3)
     restarted = LocalOwnership("n", heartbeat)
     assert 300 <= (await restarted.acquire("b")).outage_ms < 2_000
-    restarted.beat()  # up again: battles loaded from now on were never down
+    restarted.resumed()  # up again: battles loaded from now on were never down
     assert (await restarted.acquire("c")).outage_ms == 0

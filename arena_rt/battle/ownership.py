@@ -170,14 +170,12 @@ class LocalOwnership:
     def __init__(self, node_id: str, heartbeat: Path | None = None) -> None:
         self.node_id = node_id
         self._heartbeat = heartbeat
-        self._last_alive_ms = _read_heartbeat(heartbeat)
+        self._down_since = _read_heartbeat(heartbeat)  # the last beat before this start
         self._tokens = 0
 
     async def acquire(self, battle_id: str) -> Lease:
         self._tokens += 1
-        outage = 0
-        if self._last_alive_ms is not None:
-            outage = max(0, _now_ms() - self._last_alive_ms)
+        outage = 0 if self._down_since is None else max(0, _now_ms() - self._down_since)
         return Lease(self._tokens, outage)
 
     async def holder(self, battle_id: str) -> Holder | None:
@@ -193,9 +191,12 @@ class LocalOwnership:
     async def release(self, battle_id: str, *, handoff: bool = False) -> None:
         return None
 
+    def resumed(self) -> None:
+        """Every battle left live is running again: those loaded from now on were never down."""
+        self._down_since = None
+
     def beat(self) -> None:
-        """Stamp the heartbeat: from now on a restart measures its downtime from here."""
-        self._last_alive_ms = None  # battles loaded from now on were never down
+        """Stamp the heartbeat: a restart measures its downtime from the last stamp."""
         if self._heartbeat is None:
             return
         try:

@@ -102,12 +102,17 @@ class Supervisor:
     # ----------------------------------------------------------------- lifetime
 
     async def start(self) -> None:
+        """Renew leases, watch for lapsed ones and resume the battles left live, in the
+        background: the server serves at once, and a socket for a battle not resumed yet
+        loads it on demand (the timers of a battle still loading are not running)."""
         self._background.append(asyncio.create_task(self._renew_leases(), name="arena-leases"))
+        self._background.append(
+            asyncio.create_task(self._resume_live_battles(), name="arena-resume")
+        )
         if self._ownership.lease_ms:
             self._background.append(
                 asyncio.create_task(self._watch_leases(), name="arena-lease-watch")
             )
-        await self._resume_live_battles()
 
     async def stop(self) -> None:
         for task in self._background:
@@ -296,7 +301,7 @@ class Supervisor:
         if resumed:
             log.info("resumed %d live battle(s) from the event log", resumed)
         if isinstance(self._ownership, LocalOwnership):
-            self._ownership.beat()
+            self._ownership.resumed()
 
     async def _live_battles(self, *, fresh_too: bool) -> list[Battle]:
         query = (
