@@ -157,10 +157,14 @@ class Gateway:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         owner = "unknown"
+        fault: Exception | None = None  # the database or Redis could not be reached
         while True:
             holder = self._owners.get(battle.id)
             if not adopt and holder is None and self._supervisor.live(battle.id) is None:
-                holder = await self._supervisor.holder(battle.id)
+                try:
+                    holder = await self._supervisor.holder(battle.id)
+                except Exception as exc:
+                    return refused(ErrorCode.UNAVAILABLE, f"could not reach Redis: {exc}"), -1
                 if holder is None:
                     return Answer(True), -1  # nobody runs it: nothing to detach from
             if holder is None or holder.node_id == self.node_id:
@@ -171,6 +175,10 @@ class Gateway:
                     self._owners[battle.id] = holder
                 except ArenaError as exc:  # a finished battle, a draining node
                     return refused(exc.code, exc.message), -1
+                except Exception as exc:  # a lost connection: ask again until the deadline
+                    fault = exc
+                    log.warning("battle %s could not be loaded here: %r", battle.id, exc)
+                    holder = None
                 else:
                     answer = await perform(runner, call, peer, self._clock.now_ms())
                     if not answer.moved:
@@ -182,6 +190,12 @@ class Gateway:
                 if forwarded is not None and not forwarded.moved:
                     return forwarded, holder.token
                 self._owners.pop(battle.id, None)  # ask again who runs it
+            # A database or Redis fault is answered sooner than an owner that does not answer:
+            # the client is told to retry rather than kept waiting.
+            faulted_for = loop.time() - (deadline - self._timeout_s)
+            if fault is not None and owner == "unknown" and faulted_for >= ATTEMPT_S:
+                message = f"battle {battle.id} could not be loaded: {fault}; try again"
+                return refused(ErrorCode.UNAVAILABLE, message), -1
             if loop.time() >= deadline:
                 message = (
                     f"battle {battle.id} is run by node {owner}, which did not answer within "

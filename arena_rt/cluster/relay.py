@@ -149,14 +149,17 @@ class Relay:
         await self._send(CLUSTER_CHANNEL, handoff)
 
     async def _send(self, channel: str, message: Message) -> bool:
-        """Publish; True when at least one node was listening."""
+        """Publish; True when at least one node was listening. Redis unreachable (after one
+        retry, for a stale pooled connection) counts as nobody listening: callers retry."""
         body = msgspec.json.encode(message)
         signature = hmac.new(self._key, body, hashlib.sha256).hexdigest().encode()
-        try:
-            listeners = await self._redis.publish(channel, signature + body)
-        except RedisError:
-            listeners = await self._redis.publish(channel, signature + body)  # a stale connection
-        return int(listeners) > 0
+        for attempt in (1, 2):
+            try:
+                return int(await self._redis.publish(channel, signature + body)) > 0
+            except (RedisError, OSError) as exc:
+                if attempt == 2:
+                    log.warning("relay %s could not publish: %s", self.node_id, exc)
+        return False
 
     # ----------------------------------------------------------------- receiving
 
