@@ -194,20 +194,23 @@ class Runner:
             )
             await self._deps.committer.commit(write)  # CommitError stops this runner
             # The writer may complete events (ratings in the result): publish what it stored.
-            for event, data in zip(write.events, write.encoded, strict=True):
-                await self._publish(event.seq, data)
+            await self._publish(
+                [(event.seq, data) for event, data in zip(write.events, write.encoded, strict=True)]
+            )
         self.state = state
         for effect in effects:
             self._perform(effect, future)
         if future is not None and not future.done():
             future.cancel()
 
-    async def _publish(self, seq: int, data: bytes) -> None:
+    async def _publish(self, events: list[tuple[int, bytes]]) -> None:
+        if not events:
+            return
         try:
-            await self._deps.bus.publish(self.battle_id, seq, data)
+            await self._deps.bus.publish_many(self.battle_id, events)
         except Exception:
             # Durable already; subscribers fill the gap from the log on the next event.
-            log.exception("publish failed battle=%s seq=%d", self.battle_id, seq)
+            log.exception("publish failed battle=%s seqs=%s", self.battle_id, events[0][0])
 
     def _perform(self, effect: Effect, future: asyncio.Future[Reply] | None) -> None:
         match effect:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 
 __all__ = [
@@ -179,6 +179,14 @@ class Bus(ABC):
             raise ValueError(f"seq must be >= 1, got {seq}")
         await self._publish(battle_id, seq, data)
 
+    async def publish_many(self, battle_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        """Publish one step's events, in seq order, in one round trip where the backend can."""
+        self._check_started()
+        if any(seq < 1 for seq, _ in events):
+            raise ValueError(f"seqs must be >= 1, got {[seq for seq, _ in events]}")
+        if events:
+            await self._publish_many(battle_id, events)
+
     async def history(self, battle_id: str, after_seq: int) -> list[tuple[int, bytes]] | None:
         """Recent events with ``seq > after_seq`` in order, or ``None`` when the history can't
         prove it has all of them (trimmed, expired, or a hole): then read the database."""
@@ -239,6 +247,10 @@ class Bus(ABC):
 
     @abstractmethod
     async def _publish(self, battle_id: str, seq: int, data: bytes) -> None: ...
+
+    async def _publish_many(self, battle_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        for seq, data in events:
+            await self._publish(battle_id, seq, data)
 
     @abstractmethod
     async def _history(self, battle_id: str, after_seq: int) -> list[tuple[int, bytes]] | None: ...

@@ -33,7 +33,7 @@ import random
 import secrets
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
@@ -117,6 +117,9 @@ class RedisBus(Bus):
         # current connection (replies come back in the same order), plus those not written yet.
         self._pending: dict[str, deque[list[asyncio.Future[None]]]] = {}
         self._unsent: dict[str, list[asyncio.Future[None]]] = {}
+        # Per battle, the last seq this process delivered to its own subscribers as it
+        # published it: the listener's copy of those is not delivered again.
+        self._emitted: dict[str, int] = {}
         self.reconnects = 0  # how many times the listener came back after an outage
         self._down_since = 0.0
 
@@ -210,42 +213,54 @@ class RedisBus(Bus):
     # ------------------------------------------------------------------ publish / history
 
     async def _publish(self, battle_id: str, seq: int, data: bytes) -> None:
+        await self._publish_many(battle_id, [(seq, data)])
+
+    async def _publish_many(self, battle_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        # This process's own spectators get the events at once, not after a round trip to
+        # Redis and back through the listener (whose copy the hub then drops as a duplicate).
+        if battle_id in self._subscriptions:
+            for seq, data in events:
+                self._emit(battle_id, seq, data)
+            self._emitted[battle_id] = max(seq for seq, _ in events)
         redis = self._client()
         key = self.log_key(battle_id)
-        frame = b"%d\n" % seq + data
+        channel = self.channel(battle_id)
+        seqs = [seq for seq, _ in events]
         for attempt in (1, 2):
             try:
                 async with redis.pipeline(transaction=True) as pipe:
-                    pipe.xadd(
-                        key,
-                        {b"data": data},
-                        id=f"{seq}-0",
-                        maxlen=self.history_size,
-                        approximate=True,
-                    )
+                    for seq, data in events:
+                        pipe.xadd(
+                            key,
+                            {b"data": data},
+                            id=f"{seq}-0",
+                            maxlen=self.history_size,
+                            approximate=True,
+                        )
                     pipe.expire(key, self._history_ttl)
-                    pipe.publish(self.channel(battle_id), frame)
+                    for seq, data in events:
+                        pipe.publish(channel, b"%d\n" % seq + data)
                     results = await pipe.execute(raise_on_error=False)
                 break
             except _TRANSIENT as exc:
                 if attempt == 2:
                     raise BusUnavailableError(
-                        f"publish of battle {battle_id} seq {seq} failed twice: {exc}"
+                        f"publish of battle {battle_id} seqs {seqs} failed twice: {exc}"
                     ) from exc
                 log.warning(
-                    "publish of battle %s seq %d failed (%s), retrying", battle_id, seq, exc
+                    "publish of battle %s seqs %s failed (%s), retrying", battle_id, seqs, exc
                 )
             except RedisError as exc:
-                raise BusError(f"publish of battle {battle_id} seq {seq} failed: {exc}") from exc
-        appended = results[0]
-        if isinstance(appended, ResponseError):
-            if "equal or smaller" not in str(appended):
-                raise BusError(f"XADD for battle {battle_id} seq {seq} failed: {appended}")
-            # A retry of a publish that did land, or a stale stream: history keeps its order.
-            log.info("history of battle %s already at or past seq %d", battle_id, seq)
-        for result in results[1:]:
+                raise BusError(f"publish of battle {battle_id} seqs {seqs} failed: {exc}") from exc
+        for seq, appended in zip(seqs, results, strict=False):
+            if isinstance(appended, ResponseError):
+                if "equal or smaller" not in str(appended):
+                    raise BusError(f"XADD for battle {battle_id} seq {seq} failed: {appended}")
+                # A retry of a publish that did land, or a stale stream: history keeps its order.
+                log.info("history of battle %s already at or past seq %d", battle_id, seq)
+        for result in results[len(seqs) :]:
             if isinstance(result, Exception):
-                raise BusError(f"publish of battle {battle_id} seq {seq} failed: {result}")
+                raise BusError(f"publish of battle {battle_id} seqs {seqs} failed: {result}")
 
     async def _history(self, battle_id: str, after_seq: int) -> list[tuple[int, bytes]] | None:
         redis = self._client()
@@ -312,6 +327,7 @@ class RedisBus(Bus):
             raise
 
     async def _unsubscribe(self, battle_id: str) -> None:
+        self._emitted.pop(battle_id, None)
         async with self._write_lock:
             self._wanted.discard(battle_id)
             await self._send("UNSUBSCRIBE", self.channel(battle_id))
@@ -467,4 +483,6 @@ class RedisBus(Bus):
         if seq < 1:
             log.warning("dropping a malformed bus frame on %r", channel)
             return
+        if seq <= self._emitted.get(battle_id, 0):
+            return  # ours, delivered when we published it
         self._emit(battle_id, seq, payload[newline + 1 :])

@@ -47,6 +47,25 @@ async def test_publish_reaches_subscriber_in_order(make_bus: BusFactory) -> None
         assert rec.messages == [("b1", seq, frame("b1", seq)) for seq in range(1, 101)]
 
 
+async def test_publish_many_delivers_a_step_once_in_order_and_keeps_it(
+    make_bus: BusFactory,
+) -> None:
+    """A step's events in one call: each reaches the subscriber once (on Redis: at once, not
+    again when its copy comes back through the listener) and lands in the history."""
+    async with asyncio.timeout(STEP * 2):
+        rec = Recorder()
+        bus = make_bus(rec.on_message)
+        await bus.start()
+        await bus.subscribe("b1")
+        for first in range(1, 31, 3):
+            await bus.publish_many("b1", [(s, frame("b1", s)) for s in range(first, first + 3)])
+        await eventually(lambda: len(rec.messages) >= 30)
+        await asyncio.sleep(0.2)  # time for any duplicate to arrive through the listener
+        assert rec.messages == [("b1", seq, frame("b1", seq)) for seq in range(1, 31)]
+        history = await bus.history("b1", 27)
+        assert history == [(seq, frame("b1", seq)) for seq in (28, 29, 30)]
+
+
 async def test_unsubscribe_stops_delivery(make_bus: BusFactory) -> None:
     async with asyncio.timeout(STEP * 2):
         rec = Recorder()
@@ -320,6 +339,10 @@ async def test_redis_events_published_during_the_outage_arrive_without_later_tra
         db = EventLog()
         bus = make_redis_bus(backoff_base=0.4)  # the outage lasts at least 0.2 s
         hub = await make_hub(bus, db.load_after)
+        # Another process publishes (a bus delivers its own events to its own subscribers
+        # without the wire, so only another's can be lost while the listener is away).
+        publisher = make_redis_bus()
+        await publisher.start()
         busy: list[int] = []
         quiet: list[int] = []
 
@@ -329,18 +352,18 @@ async def test_redis_events_published_during_the_outage_arrive_without_later_tra
                     into.append(seq)
 
         async with asyncio.TaskGroup() as tasks:
-            await db.append(bus, "quiet", 2)  # before anyone watches: replayed, never live
+            await db.append(publisher, "quiet", 2)  # before anyone watches: replayed, never live
             readers = [
                 tasks.create_task(read("busy", busy)),
                 tasks.create_task(read("quiet", quiet)),
             ]
             await eventually(lambda: hub.local_count("busy") == hub.local_count("quiet") == 1)
-            await db.append(bus, "busy", 3)
+            await db.append(publisher, "busy", 3)
             await eventually(lambda: busy == [1, 2, 3] and quiet == [1, 2])
             assert await kill_clients(redis_admin, bus.listener_name) == 1
             await eventually(lambda: not bus.connected, within=1)
-            await db.append(bus, "busy", 3)  # lost on the wire...
-            await db.append(bus, "quiet", 3)
+            await db.append(publisher, "busy", 3)  # lost on the wire...
+            await db.append(publisher, "quiet", 3)
             assert not bus.connected  # ...because the listener was away
             await eventually(lambda: busy == [1, 2, 3, 4, 5, 6] and quiet == [1, 2, 3, 4, 5])
             for reader in readers:
