@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite in one command (BENCHMARKS.md): venv, install, services, then every
 # benchmark in turn, each printing its figures against a ceiling measured in the same run.
-# Output is kept in artifacts/bench/<UTC time>/. About 25 minutes on 2 cores.
-# Usage: scripts/bench.sh [auth|persistence|fanout|capacity|latency ...]   (default: all)
+# Output is kept in artifacts/bench/<UTC time>/. About 30 minutes on 2 cores.
+# Usage: scripts/bench.sh [auth|persistence|fanout|capacity|latency|failover ...]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +30,7 @@ run() {  # name, command...
   "$@" 2>&1 | tee "$OUT/$name.txt"
 }
 
-WHICH=${*:-auth persistence fanout capacity latency}
+WHICH=${*:-auth persistence fanout capacity latency failover}
 for bench in $WHICH; do
   case $bench in
     auth) run auth "$PY" scripts/bench_auth.py ;;
@@ -39,7 +39,9 @@ for bench in $WHICH; do
     # One process may hold at most RLIMIT_NOFILE sockets: 20,000 where the hard limit is 20,000.
     capacity) run capacity "$PY" scripts/bench_capacity.py --sockets 19900 --battles 20 ;;
     latency) run latency "$PY" scripts/bench_latency.py --battles 1000 --spectators 10 ;;
-    *) echo "unknown benchmark: $bench (auth persistence fanout capacity latency)" >&2; exit 2 ;;
+    # Three nodes: takeover after kill -9 (20 kills, 50 battles), turn → ack forwarded vs direct.
+    failover) run failover "$PY" scripts/bench_failover.py --out "$OUT/failover" ;;
+    *) echo "unknown benchmark: $bench (auth persistence fanout capacity latency failover)" >&2; exit 2 ;;
   esac
 done
 printf '\nfigures kept in %s\n' "$OUT"
