@@ -45,6 +45,17 @@ class Metrics:
         )
         self.live_battles = Gauge("arena_live_battles", "Battles run by this process", registry=r)
         self.commit_seconds = Histogram("arena_commit_seconds", "Group commit latency", registry=r)
+        self.commit_retries = Counter(
+            "arena_commit_retries_total",
+            "Group commits tried again after a transient fault (connection, shutdown, pool, "
+            "deadlock, serialization, locked)",
+            ["reason"],
+            registry=r,
+        )
+        self.database_up = Gauge(
+            "arena_database_up", "0 while commits cannot reach the database", registry=r
+        )
+        self.database_up.set(1)
         self.ai_failures = Counter(
             "arena_ai_failures_total", "Judge/commentator calls that failed", ["role"], registry=r
         )

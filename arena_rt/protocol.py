@@ -66,6 +66,7 @@ class CloseCode:
     BATTLE_FULL = 4009
     NOT_OWNER = 4010
     GOING_AWAY = 1001
+    TRY_AGAIN_LATER = 1013  # RFC 6455 registry: a dependency is down (unavailable)
     POLICY = 1008
     TOO_BIG = 1009
 

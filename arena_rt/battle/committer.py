@@ -3,9 +3,17 @@
 A runner hands its step over and waits; the committer drains whatever has queued up (up to a
 bound) and writes it all in one transaction, so 500 busy battles cost a handful of commits per
 second instead of 500. Each battle has at most one step in flight (its runner waits), which
-keeps per-battle order. Several groups are written at once, each on its own connection. A group
-the database aborted to break a deadlock is written again; when a group fails otherwise, its
-steps are retried one by one so one battle's bad step cannot fail the others.
+keeps per-battle order. Several groups are written at once, each on its own connection.
+
+Transient faults are not battle faults (:mod:`arena_rt.store.faults`): a lost connection, an
+administrator's shutdown, a database not accepting connections, a deadlock or serialization
+abort. The group is written again, with backoff, for as long as it takes: while the database
+is unreachable the battles wait (and the committer says it is ``unavailable``, so new client
+inputs are refused with a clear error instead of piling up). Before writing a group again it
+asks which of its steps did land (a COMMIT may succeed although its connection died): those
+are done, never written twice; a step whose seq holds another writer's event fails. When a
+group fails otherwise, its steps are retried one by one so one battle's bad step cannot fail
+the others.
 """
 
 from __future__ import annotations
@@ -17,23 +25,16 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arena_rt.metrics import Metrics
-from arena_rt.store.battle_writes import StepWrite, write_steps
+from arena_rt.store.battle_writes import Landed, StepWrite, landed, write_steps
+from arena_rt.store.faults import UNREACHABLE, transient_reason
 
 log = logging.getLogger("arena_rt.committer")
 
 LINGER_ROUNDS = 4  # event-loop rounds a group waits for more steps while they keep coming
-
-
-RETRIES = 4  # attempts at a group the database aborted to break a deadlock
-TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
-
-
-def _is_transient(exc: DBAPIError) -> bool:
-    return getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
+BACKOFF_S = (0.02, 2.0)  # first and longest pause between attempts at a group (jittered)
 
 
 class CommitError(Exception):
@@ -64,6 +65,7 @@ class Committer:
         self._writers = writers
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
         self._task: asyncio.Task[None] | None = None
+        self._unreachable: str | None = None  # why the database can't be reached, while so
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="arena-committer")
@@ -118,47 +120,102 @@ class Committer:
             moved += 1
         return moved
 
+    @property
+    def available(self) -> bool:
+        """False while the database cannot be reached (the last attempt failed for that)."""
+        return self._unreachable is None
+
     async def _write_group(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
+        pending = group
+        attempt = 0
         try:
-            await self._write_retrying([p.step for p in group])
+            while pending:
+                try:
+                    await self._write([p.step for p in pending])
+                    break
+                except Exception as exc:
+                    reason = transient_reason(exc)
+                    if reason is None:
+                        await self._isolate(pending)
+                        return
+                    attempt += 1
+                    self._fault(reason, len(pending), attempt, exc)
+                    await asyncio.sleep(_backoff(attempt))
+                    pending = await self._not_landed(pending)
         except asyncio.CancelledError:
             for p in group:
                 if not p.done.done():
                     p.done.set_exception(CommitError("server shutting down"))
             raise
-        except Exception:
-            if len(group) == 1:
-                log.exception("commit failed for battle %s", group[0].step.battle_id)
-                self._settle(group[0], CommitError("could not persist the step"))
-                return
-            for p in group:  # isolate the failing step(s)
-                await self._write_group([p])
-            return
+        self._recovered()
         if self._metrics is not None:
             self._metrics.commit_seconds.observe(time.perf_counter() - started)
-            self._metrics.events.inc(sum(len(p.step.events) for p in group))
-        for p in group:
+            self._metrics.events.inc(sum(len(p.step.events) for p in pending))
+        for p in pending:
             self._settle(p, None)
 
-    async def _write_retrying(self, steps: list[StepWrite]) -> None:
-        """Write, again when the database aborted the transaction only to break a deadlock or
-        a serialization conflict with a concurrent one (the other went through)."""
-        for attempt in range(1, RETRIES + 1):
-            try:
-                await self._write(steps)
-                return
-            except DBAPIError as exc:
-                if attempt == RETRIES or not _is_transient(exc):
-                    raise
-                log.warning(
-                    "group of %d steps aborted by the database (%s); retry %d of %d",
-                    len(steps),
-                    getattr(exc.orig, "sqlstate", "?"),
-                    attempt,
-                    RETRIES - 1,
+    async def _isolate(self, group: list[_Pending]) -> None:
+        """A group failed for a reason that is not transient: find the step(s) at fault."""
+        if len(group) == 1:
+            log.exception("commit failed for battle %s", group[0].step.battle_id)
+            self._settle(group[0], CommitError("could not persist the step"))
+            return
+        for p in group:
+            await self._write_group([p])
+
+    async def _not_landed(self, pending: list[_Pending]) -> list[_Pending]:
+        """The steps still to write: those the failed attempt did store are settled as done,
+        those whose seq another writer holds fail. When the database can't even be asked,
+        all of them (the next attempt asks again)."""
+        try:
+            async with self._sessionmaker() as session:
+                found = await landed(session, [p.step for p in pending])
+        except Exception as exc:
+            if transient_reason(exc) is None:
+                raise
+            return pending
+        still: list[_Pending] = []
+        for p, outcome in zip(pending, found, strict=True):
+            if outcome is Landed.NO:
+                still.append(p)
+            elif outcome is Landed.YES:
+                log.info(
+                    "step of battle %s had landed before its connection died", p.step.battle_id
                 )
-                await asyncio.sleep(random.uniform(0.002, 0.02) * attempt)
+                self._settle(p, None)
+            else:
+                log.error(
+                    "battle %s seq %d holds another writer's event: this writer lost the battle",
+                    p.step.battle_id,
+                    p.step.events[0].seq,
+                )
+                self._settle(p, CommitError("the seq was written by another process"))
+        return still
+
+    def _fault(self, reason: str, steps: int, attempt: int, exc: Exception) -> None:
+        if self._metrics is not None:
+            self._metrics.commit_retries.labels(reason).inc()
+        if reason in UNREACHABLE and self._unreachable is None:
+            self._unreachable = reason
+            if self._metrics is not None:
+                self._metrics.database_up.set(0)
+        # Every attempt while it is new, then one line in ten: an outage is not a log flood.
+        if attempt <= 3 or attempt % 10 == 0:
+            log.warning(
+                "group of %d steps not written (%s: %s); attempt %d, trying again",
+                steps,
+                reason,
+                type(exc).__name__,
+                attempt,
+            )
+
+    def _recovered(self) -> None:
+        if self._unreachable is not None:
+            log.warning("the database answers again (%s is over)", self._unreachable)
+            self._unreachable = None
+            if self._metrics is not None:
+                self._metrics.database_up.set(1)
 
     async def _write(self, steps: list[StepWrite]) -> None:
         async with self._sessionmaker() as session, session.begin():
@@ -172,3 +229,8 @@ class Committer:
             pending.done.set_result(None)
         else:
             pending.done.set_exception(error)
+
+
+def _backoff(attempt: int) -> float:
+    first, longest = BACKOFF_S
+    return random.uniform(0.5, 1.0) * min(longest, first * 2.0 ** (attempt - 1))

@@ -121,9 +121,12 @@ class Runner:
         return False
 
     async def call(self, inp: Input) -> Reply | None:
-        """Queue an input and wait for its reply (None when the machine gave none)."""
+        """Queue a client's input and wait for its reply (None when the machine gave none).
+        Refused at once while the database can't be reached: it could not be stored."""
         if self.finished.is_set():
             raise RunnerStopped("the battle is not running")
+        if not self._deps.committer.available:
+            raise Unavailable("the database is unreachable; send it again shortly")
         if self._inbox.qsize() >= MAX_PENDING_INPUTS:
             raise Busy("battle is busy; retry shortly")
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()

@@ -8,6 +8,7 @@ handful of statements; rare ones (seats, commentary, results) run in event order
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections import defaultdict
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Table, TypeDecorator, bindparam, func, insert, select, update
+from sqlalchemy import Table, TypeDecorator, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -423,3 +424,47 @@ async def _rate_results(session: AsyncSession, step: StepWrite, ratings: dict[st
         )
         step.events[index] = rated
         step.encoded[index] = encode(rated)
+
+
+class Landed(enum.Enum):
+    NO = "no"  # not stored: write it
+    YES = "yes"  # stored, by this writer (the same bytes at its seq): done
+    TAKEN = "taken"  # its seq holds another writer's event: never ack it
+
+
+async def landed(session: AsyncSession, steps: Sequence[StepWrite]) -> list[Landed]:
+    """Whether each step is already stored: asked before writing again a group whose COMMIT
+    may have landed although its connection died, so nothing is written twice. A step is
+    known by its first event's (battle, seq) and bytes, or, with no event, by its first vote's
+    idempotency key."""
+    firsts = [(s.battle_id, s.events[0].seq) for s in steps if s.events]
+    stored: dict[tuple[str, int], str] = {}
+    if firsts:
+        rows = await session.execute(
+            select(_EVENTS.c.battle_id, _EVENTS.c.seq, _EVENTS.c.payload).where(
+                tuple_(_EVENTS.c.battle_id, _EVENTS.c.seq).in_(firsts)
+            )
+        )
+        stored = {(b, seq): payload for b, seq, payload in rows}
+    keys = [stored_key(s.battle_id, s.votes[0].idempotency_key) for s in steps if s.votes]
+    voted: set[str] = set()
+    if keys:
+        voted = set(
+            await session.scalars(
+                select(_VOTES.c.idempotency_key).where(_VOTES.c.idempotency_key.in_(keys))
+            )
+        )
+    out: list[Landed] = []
+    for step in steps:
+        if step.events:
+            payload = stored.get((step.battle_id, step.events[0].seq))
+            if payload is None:
+                out.append(Landed.NO)
+            else:
+                out.append(Landed.YES if payload == step.encoded[0].decode() else Landed.TAKEN)
+        elif step.votes:
+            key = stored_key(step.battle_id, step.votes[0].idempotency_key)
+            out.append(Landed.YES if key in voted else Landed.NO)
+        else:
+            out.append(Landed.YES)  # nothing to write
+    return out

@@ -66,6 +66,7 @@ _CLOSE_FOR = {
     ErrorCode.NOT_FOUND: CloseCode.NOT_FOUND,
     ErrorCode.UNAUTHORIZED: CloseCode.UNAUTHORIZED,
     ErrorCode.NOT_OWNER: CloseCode.NOT_OWNER,
+    ErrorCode.UNAVAILABLE: CloseCode.TRY_AGAIN_LATER,
 }
 
 
