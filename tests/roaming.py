@@ -36,6 +36,7 @@ class RoamingAgent:
     duplicates: int = 0
     gaps: int = 0
     final: str | None = None
+    playing: asyncio.Event = field(default_factory=asyncio.Event)  # a turn_started was seen
     _due: dict[int, float] = field(default_factory=dict)  # pending turn -> when to send it
     _sends: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -107,6 +108,8 @@ class RoamingAgent:
         if last is not None and event["seq"] != last + 1:
             self.gaps += 1
         self.events.append(event)
+        if event["type"] == "turn_started":
+            self.playing.set()
         if event["type"] == "turn_started" and event["agentId"] == self.agent_id:
             number = event["turnNumber"]
             if number not in self.acks and number not in self._due:

@@ -44,7 +44,9 @@ async def new_battle(http: httpx.AsyncClient, **settings: int) -> tuple[str, lis
     return battle["roomCode"], agents
 
 
-def assert_played_fairly(logged: list[Frame], players: list[RoamingAgent]) -> None:
+def assert_played_fairly(
+    logged: list[Frame], players: list[RoamingAgent], expected_turns: int = SETTINGS["maxTurns"]
+) -> None:
     """Completed, nobody skipped, every acknowledged turn stored once with the acked seq."""
     assert [e["seq"] for e in logged] == list(range(1, len(logged) + 1))
     assert of_type(logged, "state", status="COMPLETED"), logged[-3:]
@@ -56,7 +58,7 @@ def assert_played_fairly(logged: list[Frame], players: list[RoamingAgent]) -> No
         for number, seq in player.acks.items():
             assert turns[seq]["turnNumber"] == number and turns[seq]["agentId"] == player.agent_id
     numbers = [e["turnNumber"] for e in turns.values()]
-    assert len(numbers) == len(set(numbers)) == SETTINGS["maxTurns"]
+    assert len(numbers) == len(set(numbers)) == expected_turns
 
 
 async def test_kill_9_of_the_owner_mid_turn_loses_nothing(migrated_pg: str, tmp_path: Path) -> None:
