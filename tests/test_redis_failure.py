@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,44 @@ async def test_client_kill_mid_battle_loses_nothing(migrated_pg: str, tmp_path: 
                 last = logged[-1]["seq"]
                 await late.wait_for(lambda f: f.get("seq") == last, timeout=10)
                 assert late.events() == logged[k:]
+
+
+async def test_redis_connections_killed_under_requests_fail_none_of_them(
+    migrated_pg: str, tmp_path: Path
+) -> None:
+    """Redis closes the node's pooled connections again and again while battles are being
+    created (each takes a lease through the pool): every request still succeeds, and every
+    battle has its runner's lease."""
+    node = unique("stale")
+    env = {**postgres_env(migrated_pg), "ARENA_NODE_ID": node}
+    with spawn_server(env, tmp_path / "server.log") as base:
+        async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+            agent = await register(http)
+            await create_battle(http, agent["apiKey"])  # the pool has connections now
+            client = aioredis.Redis.from_url(REDIS_URL)
+            killed = 0
+
+            async def keep_killing() -> None:
+                nonlocal killed
+                while True:
+                    for info in await client.client_list():
+                        if info.get("name") == f"arena-{node}:pool":
+                            killed += int(await client.client_kill_filter(_id=info["id"]))
+                    await asyncio.sleep(0.3)
+
+            killer = asyncio.create_task(keep_killing())
+            try:
+                created = await asyncio.gather(
+                    *(create_battle(http, agent["apiKey"]) for _ in range(60))
+                )  # each asserts its 201
+            finally:
+                killer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await killer
+            try:
+                assert killed >= 5, "the node's pooled connections were not found by name"
+                for battle in created:
+                    lease = await client.get(f"arena:owner:{battle['id']}")
+                    assert lease is not None and lease.decode().startswith(f"{node} ")
+            finally:
+                await client.aclose()

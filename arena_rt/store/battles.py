@@ -6,7 +6,7 @@ import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,6 +53,15 @@ async def create_battle(session: AsyncSession, body: CreateBattle, creator_id: s
         except IntegrityError:  # a room code collision: draw another
             await session.rollback()
     raise RuntimeError("could not allocate a unique room code")
+
+
+async def delete_unstarted(session: AsyncSession, battle_id: str) -> None:
+    """Remove a battle that never ran (no event in its log): its creation is undone."""
+    logged = await session.scalar(
+        select(func.count()).select_from(BattleEvent).where(BattleEvent.battle_id == battle_id)
+    )
+    if not logged:
+        await session.execute(delete(Battle).where(Battle.id == battle_id))
 
 
 async def battle_by_room(session: AsyncSession, room_code: str) -> Battle:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any, TypeVar
 
@@ -139,9 +138,16 @@ async def create_battle(request: Request) -> Response:
     async with svc.db() as session:
         battle = await battles.create_battle(session, body, principal.agent_id)
         resource = await battles.battle_resource(session, battle)
-    # Another node may take it between the insert and here: then it runs there, which serves.
-    with contextlib.suppress(NotOwner):
+    try:
         await svc.supervisor.runner_for(battle)  # arms the lobby idle timeout from now
+    except NotOwner:
+        pass  # another node took it between the insert and here: it runs there, which serves
+    except Exception as exc:
+        # No stored battle without a runner and a lease: take it back, the client retries.
+        log.warning("battle %s not started (%r); removed", battle.room_code, exc, exc_info=True)
+        async with svc.db() as session, session.begin():
+            await battles.delete_unstarted(session, battle.id)
+        raise Unavailable("could not start the battle right now; try again") from exc
     log.info(
         "battle created room=%s mode=%s by=%s", battle.room_code, battle.mode, battle.created_by_id
     )

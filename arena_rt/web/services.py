@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -137,10 +141,20 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
     await ensure_schema(engine, create=settings.is_sqlite)
     if settings.embedded:
         log.info("embedded mode: data in %s, in-process bus", engine.url.database)
-    # Sessions and leases: a bounded pool that waits rather than failing under load.
+    # Sessions, leases, spectator counts: a bounded pool that waits rather than failing under
+    # load, named (CLIENT LIST shows the node), and retrying a command (twice at most) on a
+    # connection Redis closed meanwhile (idle timeout, restart, failover), on a fresh one.
     redis = (
         Redis.from_pool(
-            BlockingConnectionPool.from_url(settings.redis_url, max_connections=32, timeout=5)
+            BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=32,
+                timeout=5,
+                client_name=f"arena-{settings.node_id}:pool",
+                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                health_check_interval=30,
+            )
         )
         if settings.redis_url
         else None
