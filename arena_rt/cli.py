@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from arena_rt.config import Settings, load_settings
 from arena_rt.errors import ConfigError
 from arena_rt.logs import configure_logging
+from arena_rt.store.datalock import lock_database
 
 log = logging.getLogger("arena_rt")
 
@@ -129,12 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING)
         return replay_main(args)
     try:
-        settings = load_settings()
+        settings = load_settings(environment_for(args.command))
     except ConfigError as exc:
         print(f"arena-rt: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     try:
+        # Held until the process exits (the kernel drops it then, however we end).
+        data_lock = lock_database(settings.database_url) if args.command in LOCKING else None
+        if args.command == "demo" and settings.is_sqlite:
+            print(f"  Demo data: {settings.data_dir}", flush=True)
         if args.command == "serve":
             serve(settings, args.host, args.port)
         elif args.command == "migrate":
@@ -148,7 +154,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"arena-rt: {exc}", file=sys.stderr)
         return 2
+    if data_lock is not None:
+        data_lock.close()
     return 0
+
+
+# Commands that run battles on the database: one process per SQLite file (store/datalock.py).
+LOCKING = frozenset({"serve", "demo"})
+DEMO_DATA_DIR = "arena_rt_demo"
+
+
+def environment_for(command: str) -> dict[str, str]:
+    """The environment settings are read from. ``demo`` keeps its data apart by default
+    (./arena_rt_demo/), so a demo and a server started in one directory never share a file."""
+    env = dict(os.environ)
+    if command == "demo" and not env.get("ARENA_DATA_DIR") and not env.get("DATABASE_URL"):
+        env["ARENA_DATA_DIR"] = DEMO_DATA_DIR
+    return env
 
 
 if __name__ == "__main__":
