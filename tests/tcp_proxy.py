@@ -1,93 +1,127 @@
-"""A loopback TCP proxy a test can cut and restore: the network between a server and its
-database failing for real (connections reset, new ones refused), without touching the shared
-database server itself. It runs on a thread of its own, so it keeps serving while the test's
-loop is blocked (starting a server process waits synchronously for its health check)."""
+"""A loopback TCP proxy the test can cut and restore: a real network fault, no fakes.
+
+It runs on its own thread and event loop, so a server process (or a blocking helper such as
+``spawn_server``) can use it while the test's loop is busy or blocked. Everything it forwards
+is real PostgreSQL or Redis traffic; it only decides when connections stop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
+from collections.abc import Iterator
+
+from tests.support import free_port
 
 
-class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self._target = (target_host, target_port)
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-        self.open = True
-        self.port = 0
+class Proxy:
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = free_port()
+        self.tripped = threading.Event()
+        self.connections = 0  # accepted so far
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._pairs: set[asyncio.StreamWriter] = set()
+        self._trip: tuple[bytes, bool, bool] | None = None
 
-    def start(self) -> int:
+    # ----------------------------------------------------------------- control (any thread)
+
+    def start(self) -> None:
         self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the proxy did not start")
-        return self.port
+        self._call(self._listen())
+
+    def close(self) -> None:
+        self._call(self._cut())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
 
     def cut(self) -> None:
-        """Reset every connection through the proxy and refuse new ones until restored."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._cut)
+        """Close every connection and refuse new ones (connection refused)."""
+        self._call(self._cut())
 
     def restore(self) -> None:
-        self.open = True
+        self._call(self._listen())
 
-    def stop(self) -> None:
-        if self._loop is not None and self._stopped is not None:
-            self._loop.call_soon_threadsafe(self._stopped.set)
-        self._thread.join(10)
+    def trip_on(self, marker: bytes, *, forward: bool, then_refuse: bool) -> None:
+        """On the next client→server chunk containing ``marker``: forward it (or not), then
+        close that connection; with ``then_refuse``, also cut everything until restore()."""
+        self.tripped.clear()
+        self._trip = (marker, forward, then_refuse)
 
-    def _cut(self) -> None:
-        self.open = False
-        for writer in list(self._writers):
+    def _call(self, coro: object) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------- the proxy's loop
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def _cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._pairs):
             writer.transport.abort()
-        self._writers.clear()
+        self._pairs.clear()
 
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopped = asyncio.Event()
-        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stopped.wait()
-            self._cut()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.open:
-            writer.transport.abort()
-            return
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self._target)
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
             writer.transport.abort()
             return
-        self._writers.update((writer, up_writer))
-        pipes = [
-            asyncio.create_task(_pipe(reader, up_writer)),
-            asyncio.create_task(_pipe(up_reader, writer)),
-        ]
-        self._tasks.update(pipes)
+        self._pairs.update((writer, up_writer))
+        await asyncio.gather(
+            self._pump(reader, up_writer, writer, client_side=True),
+            self._pump(up_reader, writer, up_writer, client_side=False),
+            return_exceptions=True,
+        )
+        self._pairs.difference_update((writer, up_writer))
+
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        other: asyncio.StreamWriter,
+        *,
+        client_side: bool,
+    ) -> None:
         try:
-            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            while data := await reader.read(65536):
+                trip = self._trip
+                if client_side and trip is not None and trip[0] in data:
+                    self._trip = None
+                    _, forward, then_refuse = trip
+                    if forward:
+                        writer.write(data)
+                        await writer.drain()
+                        writer.close()  # FIN after the data: the server reads and runs it
+                    else:
+                        writer.transport.abort()
+                    other.transport.abort()  # the client never hears back
+                    if then_refuse:
+                        await self._cut()
+                    self.tripped.set()
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
         finally:
-            for task in pipes:
-                task.cancel()
-                self._tasks.discard(task)
-            for w in (writer, up_writer):
-                self._writers.discard(w)
-                w.transport.abort()
+            with contextlib.suppress(Exception):
+                writer.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
+@contextlib.contextmanager
+def proxy_to(host: str, port: int) -> Iterator[Proxy]:
+    proxy = Proxy(host, port)
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.close()

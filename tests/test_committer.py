@@ -1,5 +1,6 @@
-"""The group committer under concurrency, on PostgreSQL: many battles sharing agents finish at
-once, their groups written by concurrent writers; every result commits and ratings add up."""
+"""The group committer on PostgreSQL: under concurrency (many battles sharing agents finish at
+once, their groups written by concurrent writers; every result commits and ratings add up), and
+under transient faults (classified, waited out, and never written twice)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from arena_rt.battle.committer import Committer
+from arena_rt.battle.committer import BACKOFF_S, CommitError, Committer, backoff_s
 from arena_rt.metrics import Metrics
-from arena_rt.protocol import Mode, ParticipantJoined, Result
-from arena_rt.store.battle_writes import StepWrite
+from arena_rt.protocol import Mode, ParticipantJoined, Result, StateChanged, Status, TurnSkipped
+from arena_rt.store.battle_writes import StepWrite, write_steps
 from arena_rt.store.db import make_engine, make_sessionmaker
-from arena_rt.store.models import INITIAL_RATING, Agent, Battle, RatingChange
-from tests.support import unique
+from arena_rt.store.faults import UNREACHABLE, transient_reason
+from arena_rt.store.models import INITIAL_RATING, Agent, Battle, BattleEvent, RatingChange
+from tests.support import free_port, unique
+from tests.tcp_proxy import Proxy, proxy_to
 
 AGENTS = 6
 BATTLES = 80
@@ -101,3 +105,216 @@ async def test_battles_sharing_agents_all_finish_when_written_concurrently(
         )
     assert changes == 2 * BATTLES
     assert sum(ratings) == pytest.approx(AGENTS * INITIAL_RATING)  # Elo moves are zero-sum
+
+
+# --------------------------------------------------------------------------- transient faults
+#
+# Faults are real: PostgreSQL raising the SQLSTATE, a backend terminated by pg_terminate_backend
+# (this test's own connection, found by its pid), a closed port, and a TCP proxy between the
+# committer and PostgreSQL that drops a connection right after forwarding COMMIT (the commit
+# happens; its answer never arrives: the outcome is unknown to the committer).
+
+
+async def _raise_sqlstate(db: async_sessionmaker[AsyncSession], state: str) -> BaseException:
+    async with db() as session:
+        try:
+            await session.execute(
+                text(f"DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{state}'; END $$")
+            )
+        except Exception as exc:
+            return exc
+    raise AssertionError("no error")
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        ("40001", "serialization"),
+        ("40P01", "deadlock"),
+        ("57P01", "shutdown"),
+        ("57P03", "shutdown"),
+        ("08006", "connection"),
+        ("23505", None),  # unique violation: the step's own fault
+        ("22001", None),  # value too long
+    ],
+)
+async def test_sqlstates_are_classified(
+    db: async_sessionmaker[AsyncSession], state: str, reason: str | None
+) -> None:
+    assert transient_reason(await _raise_sqlstate(db, state)) == reason
+
+
+async def test_a_terminated_backend_and_a_closed_port_are_connection_faults(
+    db: async_sessionmaker[AsyncSession], migrated_pg: str
+) -> None:
+    async with db() as session:
+        pid = await session.scalar(text("SELECT pg_backend_pid()"))
+        async with db() as admin:  # another connection of this test ends this one's backend
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as terminated:
+            await session.execute(text("SELECT 1"))
+    assert transient_reason(terminated.value) in UNREACHABLE
+
+    closed = make_engine(migrated_pg.replace("127.0.0.1:5432", f"127.0.0.1:{free_port()}"))
+    try:
+        with pytest.raises(Exception) as refused:
+            async with closed.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    finally:
+        await closed.dispose()
+    assert transient_reason(refused.value) == "connection"
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    first, longest = BACKOFF_S
+    delays = [backoff_s(n) for n in range(1, 12)]
+    assert delays[0] <= first
+    assert all(d <= longest for d in delays)
+    assert delays[-1] >= longest / 2
+
+
+async def _battles(db: async_sessionmaker[AsyncSession], n: int) -> list[str]:
+    async with db() as session:
+        battles = [Battle(room_code=unique("R")[:10], topic="Faults?") for _ in range(n)]
+        session.add_all(battles)
+        await session.commit()
+        return [b.id for b in battles]
+
+
+def _opening(battle_id: str) -> StepWrite:
+    return StepWrite.of(
+        battle_id,
+        [StateChanged(seq=1, at=0, status=Status.STARTING, previous=Status.LOBBY)],
+        [],
+        {},
+    )
+
+
+async def _until_degraded(committer: Committer, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if not committer.available:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the committer never noticed the outage")
+
+
+async def _stored_seqs(db: async_sessionmaker[AsyncSession], battle_id: str) -> list[int]:
+    async with db() as session:
+        rows = await session.scalars(
+            select(BattleEvent.seq).where(BattleEvent.battle_id == battle_id)
+        )
+        return list(rows)
+
+
+@pytest.fixture
+async def proxied(
+    migrated_pg: str,
+) -> AsyncIterator[tuple[Proxy, async_sessionmaker[AsyncSession]]]:
+    with proxy_to("127.0.0.1", 5432) as proxy:
+        engine = make_engine(migrated_pg.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"))
+        yield proxy, make_sessionmaker(engine)
+        await engine.dispose()
+
+
+async def test_a_commit_whose_answer_was_lost_is_acked_once_not_written_twice(
+    db: async_sessionmaker[AsyncSession],
+    proxied: tuple[Proxy, async_sessionmaker[AsyncSession]],
+) -> None:
+    proxy, via_proxy = proxied
+    battle_ids = await _battles(db, 3)
+    metrics = Metrics()
+    committer = Committer(via_proxy, metrics, writers=1)
+    await committer.start()
+    try:
+        await committer.commit(_opening(battle_ids[0]))
+        proxy.trip_on(b"COMMIT", forward=True, then_refuse=False)
+        steps = [
+            StepWrite.of(
+                b, [TurnSkipped(seq=2, at=0, turn_number=1, agent_id="x", reason="timeout")], [], {}
+            )
+            for b in battle_ids[:1]
+        ] + [_opening(b) for b in battle_ids[1:]]
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(committer.commit(s) for s in steps))
+    finally:
+        await committer.stop()
+    assert proxy.tripped.is_set()
+    assert await _stored_seqs(db, battle_ids[0]) == [1, 2]
+    for b in battle_ids[1:]:
+        assert await _stored_seqs(db, b) == [1]
+    assert metrics.commit_retries.labels("connection")._value.get() >= 1
+    assert committer.available
+
+
+async def test_another_writers_bytes_at_the_seq_fail_the_step_and_spare_the_others(
+    db: async_sessionmaker[AsyncSession],
+    proxied: tuple[Proxy, async_sessionmaker[AsyncSession]],
+) -> None:
+    proxy, via_proxy = proxied
+    fenced, other = await _battles(db, 2)
+    committer = Committer(via_proxy, Metrics(), writers=1)
+    await committer.start()
+    try:
+        # The connection dies as the group's rows go out; while the database is unreachable
+        # for the committer, another writer (a new owner) stores its own seq 1 of `fenced`.
+        proxy.trip_on(b"INSERT INTO battle_events", forward=False, then_refuse=True)
+        outcomes = asyncio.gather(
+            committer.commit(_opening(fenced)),
+            committer.commit(_opening(other)),
+            return_exceptions=True,
+        )
+        await asyncio.to_thread(proxy.tripped.wait, 10)
+        await _until_degraded(committer)
+        rival = StateChanged(seq=1, at=1, status=Status.CANCELLED, previous=Status.LOBBY)
+        async with db() as session, session.begin():
+            await write_steps(session, [StepWrite.of(fenced, [rival], [], {})])
+        proxy.restore()
+        async with asyncio.timeout(10):
+            results = await outcomes
+    finally:
+        await committer.stop()
+    assert isinstance(results[0], CommitError), results
+    assert results[1] is None, results
+    assert await _stored_seqs(db, other) == [1]
+    assert committer.available
+
+
+async def test_while_the_database_is_unreachable_a_step_waits_and_is_stored_after(
+    db: async_sessionmaker[AsyncSession],
+    proxied: tuple[Proxy, async_sessionmaker[AsyncSession]],
+) -> None:
+    proxy, via_proxy = proxied
+    (battle_id,) = await _battles(db, 1)
+    metrics = Metrics()
+    committer = Committer(via_proxy, metrics, writers=1)
+    await committer.start()
+    try:
+        proxy.cut()
+        step = asyncio.ensure_future(committer.commit(_opening(battle_id)))
+        await _until_degraded(committer)
+        assert metrics.database_up._value.get() == 0
+        await asyncio.sleep(3 * BACKOFF_S[1])  # longer than any single back-off
+        assert not step.done()
+        proxy.restore()
+        async with asyncio.timeout(3 * BACKOFF_S[1]):
+            await step
+    finally:
+        await committer.stop()
+    assert await _stored_seqs(db, battle_id) == [1]
+    assert committer.available
+    assert metrics.database_up._value.get() == 1
+
+
+async def test_stop_ends_a_waiting_step_with_commit_error(
+    proxied: tuple[Proxy, async_sessionmaker[AsyncSession]], db: async_sessionmaker[AsyncSession]
+) -> None:
+    proxy, via_proxy = proxied
+    (battle_id,) = await _battles(db, 1)
+    committer = Committer(via_proxy, Metrics(), writers=1)
+    await committer.start()
+    proxy.cut()
+    step = asyncio.ensure_future(committer.commit(_opening(battle_id)))
+    await _until_degraded(committer)
+    await committer.stop()
+    with pytest.raises(CommitError):
+        await step

@@ -20,7 +20,7 @@ from tests.helpers_http import auth
 from tests.live_helpers import fetch_events, of_type
 from tests.roaming import RoamingAgent
 from tests.support import spawn_node, unique
-from tests.tcp_proxy import TcpProxy
+from tests.tcp_proxy import proxy_to
 from tests.test_failover import assert_played_fairly, new_battle
 
 STORM_S = 10.0
@@ -107,10 +107,8 @@ async def test_while_the_database_is_unreachable_inputs_get_unavailable_and_the_
     own_database: str, tmp_path: Path
 ) -> None:
     url = make_url(own_database)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-    proxy.start()
-    through_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
-    try:
+    with proxy_to(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        through_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
         with spawn_node(postgres_env(through_proxy), tmp_path / "node.log") as node:
             async with httpx.AsyncClient(base_url=node.url, timeout=10) as http:
                 room, agents = await new_battle(http, turnDurationMs=20_000)
@@ -147,5 +145,3 @@ async def test_while_the_database_is_unreachable_inputs_get_unavailable_and_the_
                 )
             log = node.log()
             assert "the database answers again" in log
-    finally:
-        proxy.stop()

@@ -141,7 +141,7 @@ class Committer:
                         return
                     attempt += 1
                     self._fault(reason, len(pending), attempt, exc)
-                    await asyncio.sleep(_backoff(attempt))
+                    await asyncio.sleep(backoff_s(attempt))
                     pending = await self._not_landed(pending)
         except asyncio.CancelledError:
             for p in group:
@@ -231,6 +231,6 @@ class Committer:
             pending.done.set_exception(error)
 
 
-def _backoff(attempt: int) -> float:
+def backoff_s(attempt: int) -> float:
     first, longest = BACKOFF_S
     return random.uniform(0.5, 1.0) * min(longest, first * 2.0 ** (attempt - 1))
