@@ -145,3 +145,36 @@ async def test_while_the_database_is_unreachable_inputs_get_unavailable_and_the_
                 )
             log = node.log()
             assert "the database answers again" in log
+
+
+async def test_a_turn_that_runs_out_while_the_database_is_unreachable_is_extended(
+    own_database: str, tmp_path: Path
+) -> None:
+    """Nobody writes while the database is away; the turn's deadline passes meanwhile. The
+    turn is not skipped: its timer waits for the database, and the deadline moves by the
+    outage (a ``resumed`` event), so the agent still plays it."""
+    url = make_url(own_database)
+    with proxy_to(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        through_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
+        with spawn_node(postgres_env(through_proxy), tmp_path / "node.log") as node:
+            async with httpx.AsyncClient(base_url=node.url, timeout=10) as http:
+                room, agents = await new_battle(http, turnDurationMs=2_500, maxTurns=2)
+                first, second = agents
+                async with (
+                    connect(node.url, agent_path(room), headers=auth(first["apiKey"])) as one,
+                    connect(node.url, agent_path(room), headers=auth(second["apiKey"])) as two,
+                ):
+                    started = await one.wait_type("turn_started", timeout=15, turnNumber=1)
+                    proxy.cut()
+                    await asyncio.sleep(4.0)  # past the turn's deadline
+                    proxy.restore()
+                    resumed = await one.wait_type("resumed", timeout=15)
+                    assert resumed["deadlineAt"] > started["deadlineAt"] + 3_000
+                    turn = {"type": "turn", "turnNumber": 1, "content": "Late.", "ref": "a"}
+                    await one.send(turn)
+                    acked = await one.wait_for(lambda f: f.get("ref") == "a", 10)
+                    assert acked["type"] == "ack", acked
+                    await two.wait_type("turn_started", timeout=10, turnNumber=2)
+                logged = await fetch_events(http, room)
+                assert not of_type(logged, "turn_skipped", turnNumber=1), logged
+            assert "the database cannot be reached" in node.log()

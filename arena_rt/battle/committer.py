@@ -25,6 +25,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arena_rt.metrics import Metrics
@@ -35,6 +36,8 @@ log = logging.getLogger("arena_rt.committer")
 
 LINGER_ROUNDS = 4  # event-loop rounds a group waits for more steps while they keep coming
 BACKOFF_S = (0.02, 2.0)  # first and longest pause between attempts at a group (jittered)
+WATCH_S = 1.0  # with nothing written for this long, ask the database whether it is there
+WATCH_TIMEOUT_S = 2.0
 
 
 class CommitError(Exception):
@@ -66,6 +69,10 @@ class Committer:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
         self._task: asyncio.Task[None] | None = None
         self._unreachable: str | None = None  # why the database can't be reached, while so
+        self.unreachable_since_ms = 0  # wall clock, while unreachable: how long timers paused
+        self._reachable = asyncio.Event()
+        self._reachable.set()
+        self._last_contact = time.monotonic()  # the last time the database answered
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="arena-committer")
@@ -96,6 +103,25 @@ class Committer:
         async with asyncio.TaskGroup() as writers:
             for n in range(self._writers):
                 writers.create_task(self._write_groups(), name=f"arena-committer-{n}")
+            writers.create_task(self._watch_database(), name="arena-committer-watch")
+
+    async def _watch_database(self) -> None:
+        """Ask the database every second when nothing was written meanwhile: so an outage is
+        known (and turn timers held) even when no battle happened to write."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            if time.monotonic() - self._last_contact < WATCH_S:
+                continue
+            try:
+                async with asyncio.timeout(WATCH_TIMEOUT_S), self._sessionmaker() as session:
+                    await session.execute(text("SELECT 1"))
+            except Exception as exc:
+                reason = transient_reason(exc)
+                if reason is not None:
+                    self._mark_unreachable(reason)
+                continue
+            self._last_contact = time.monotonic()
+            self._recovered()
 
     async def _write_groups(self) -> None:
         while True:
@@ -125,6 +151,9 @@ class Committer:
         """False while the database cannot be reached (the last attempt failed for that)."""
         return self._unreachable is None
 
+    async def wait_available(self) -> None:
+        await self._reachable.wait()
+
     async def _write_group(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
         pending = group
@@ -148,6 +177,7 @@ class Committer:
                 if not p.done.done():
                     p.done.set_exception(CommitError("server shutting down"))
             raise
+        self._last_contact = time.monotonic()
         self._recovered()
         if self._metrics is not None:
             self._metrics.commit_seconds.observe(time.perf_counter() - started)
@@ -196,10 +226,7 @@ class Committer:
     def _fault(self, reason: str, steps: int, attempt: int, exc: Exception) -> None:
         if self._metrics is not None:
             self._metrics.commit_retries.labels(reason).inc()
-        if reason in UNREACHABLE and self._unreachable is None:
-            self._unreachable = reason
-            if self._metrics is not None:
-                self._metrics.database_up.set(0)
+        self._mark_unreachable(reason)
         # Every attempt while it is new, then one line in ten: an outage is not a log flood.
         if attempt <= 3 or attempt % 10 == 0:
             log.warning(
@@ -210,10 +237,21 @@ class Committer:
                 attempt,
             )
 
+    def _mark_unreachable(self, reason: str) -> None:
+        if reason not in UNREACHABLE or self._unreachable is not None:
+            return
+        log.warning("the database cannot be reached (%s): battles wait for it", reason)
+        self._unreachable = reason
+        self.unreachable_since_ms = time.time_ns() // 1_000_000
+        self._reachable.clear()
+        if self._metrics is not None:
+            self._metrics.database_up.set(0)
+
     def _recovered(self) -> None:
         if self._unreachable is not None:
             log.warning("the database answers again (%s is over)", self._unreachable)
             self._unreachable = None
+            self._reachable.set()
             if self._metrics is not None:
                 self._metrics.database_up.set(1)
 

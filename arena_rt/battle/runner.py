@@ -91,6 +91,7 @@ class Runner:
         self._helpers: set[asyncio.Task[None]] = set()
         self.finished = asyncio.Event()
         self._stepping = False  # a step is being committed or published
+        self._holding_timers = False  # the database is unreachable: timers wait for it
 
     @property
     def battle_id(self) -> str:
@@ -243,9 +244,29 @@ class Runner:
 
     def _timer_fired(self, name: str, due: int) -> None:
         self._timers.pop(name, None)
+        if not self._deps.committer.available:
+            # The database is unreachable: a turn that ran out meanwhile could not have been
+            # stored. Hold the battle's timers (the machine still has them) until it is back.
+            self._hold_timers()
+            return
         # Event loops fire timers up to their clock resolution early, and wall time may step:
         # never report a time before the deadline, or the machine would take it as stale.
         self.submit_internal(TimerFired(name, max(self._deps.clock.now_ms(), due)))
+
+    def _hold_timers(self) -> None:
+        if not self._holding_timers:
+            self._holding_timers = True
+            self._spawn(self._resume_after_outage())
+
+    async def _resume_after_outage(self) -> None:
+        """Once the database answers, take charge again as after a takeover: every held timer
+        is armed again, the running deadline extended by the outage (a ``resumed`` event)."""
+        committer = self._deps.committer
+        await committer.wait_available()
+        self._holding_timers = False
+        now = self._deps.clock.now_ms()
+        outage = max(0, now - committer.unreachable_since_ms)
+        self.submit_internal(Opened(now, outage_ms=outage))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
