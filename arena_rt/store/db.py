@@ -32,7 +32,16 @@ def _begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 10) -> AsyncEngine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 20,
+    max_overflow: int = 10,
+    application_name: str | None = None,
+) -> AsyncEngine:
+    """An engine whose pool never hands out a dead connection (each checkout is pinged, so
+    after a failover or a terminated backend the next attempt gets a fresh one).
+    ``application_name`` shows in pg_stat_activity which node, and which pool, holds it."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -44,6 +53,9 @@ def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 10) -> Asy
         max_overflow=max_overflow,
         pool_timeout=10,
         pool_pre_ping=True,
+        connect_args=(
+            {"server_settings": {"application_name": application_name}} if application_name else {}
+        ),
     )
 
 

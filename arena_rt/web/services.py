@@ -136,7 +136,7 @@ class Services:
 
 @asynccontextmanager
 async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[Services]:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, application_name=f"arena-{settings.node_id}")
     db = make_sessionmaker(engine)
     await ensure_schema(engine, create=settings.is_sqlite)
     if settings.embedded:
@@ -171,7 +171,12 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
     commit_engine = (
         engine
         if settings.is_sqlite
-        else make_engine(settings.database_url, pool_size=COMMIT_WRITERS, max_overflow=0)
+        else make_engine(
+            settings.database_url,
+            pool_size=COMMIT_WRITERS,
+            max_overflow=0,
+            application_name=f"arena-{settings.node_id}-commit",
+        )
     )
     committer = Committer(make_sessionmaker(commit_engine), metrics, writers=COMMIT_WRITERS)
     ownership: Ownership = (
