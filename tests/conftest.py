@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from arena_rt.config import Settings
-from tests.support import TEST_SECRET, run_server, settings_for, spawn_server
+from tests.support import TEST_SECRET, run_server, settings_for, spawn_server, unique
 
 
 def run_in_thread(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -124,3 +124,34 @@ def server_process(
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     with spawn_server(backend_env, log_path) as url:
         yield url
+
+
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A migrated database of this test's own: for servers it kills, stops or cuts off, whose
+    battles the other tests' servers (sharing the session's database) must not adopt."""
+    from arena_rt.store.db import make_engine
+    from arena_rt.store.migrate import upgrade
+
+    name = unique("arena_faults_")
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def migrate() -> None:
+        engine = make_engine(url)
+        await upgrade(engine)
+        await engine.dispose()
+
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    url = f"{base}/{name}"
+    run_in_thread(lambda: admin(f'CREATE DATABASE "{name}"'))
+    try:
+        run_in_thread(migrate)
+        yield url
+    finally:
+        run_in_thread(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

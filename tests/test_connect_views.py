@@ -34,7 +34,10 @@ def long_view_server(
 ) -> Iterator[str]:
     """A server whose battle views live a minute: every connect after the first is a reuse."""
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with spawn_server({**backend_env, "ARENA_SNAPSHOT_TTL_MS": "60000"}, log_path) as url:
+    env = {**backend_env, "ARENA_SNAPSHOT_TTL_MS": "60000"}
+    if "DATABASE_URL" not in env:  # embedded: a SQLite file of its own (one process per file)
+        env["ARENA_DATA_DIR"] = str(tmp_path_factory.mktemp("views-embedded"))
+    with spawn_server(env, log_path) as url:
         yield url
 
 

@@ -1,7 +1,8 @@
 """Battles outlive their process: kill -9 of the owner, and SIGTERM (a deploy).
 
-Real ``arena-rt serve`` processes on one PostgreSQL database and one Redis, with default lease
-settings. Agents connect only to the surviving nodes; nobody contacts the dead one.
+Real ``arena-rt serve`` processes on one PostgreSQL database (of each test's own, so no other
+test's server adopts these battles) and one Redis, with default lease settings. Agents connect
+only to the surviving nodes; nobody contacts the dead one.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ def assert_played_fairly(
     assert len(numbers) == len(set(numbers)) == expected_turns
 
 
-async def test_kill_9_of_the_owner_mid_turn_loses_nothing(migrated_pg: str, tmp_path: Path) -> None:
-    with nodes(migrated_pg, tmp_path, 3) as (a, b, c):
+async def test_kill_9_of_the_owner_mid_turn_loses_nothing(
+    own_database: str, tmp_path: Path
+) -> None:
+    with nodes(own_database, tmp_path, 3) as (a, b, c):
         async with (
             httpx.AsyncClient(base_url=a.url, timeout=10) as http_a,
             httpx.AsyncClient(base_url=b.url, timeout=10) as http_b,
@@ -94,9 +97,9 @@ async def test_kill_9_of_the_owner_mid_turn_loses_nothing(migrated_pg: str, tmp_
 
 
 async def test_sigterm_drains_the_owner_and_battles_go_on_elsewhere(
-    migrated_pg: str, tmp_path: Path
+    own_database: str, tmp_path: Path
 ) -> None:
-    with nodes(migrated_pg, tmp_path, 2) as (a, b):
+    with nodes(own_database, tmp_path, 2) as (a, b):
         async with httpx.AsyncClient(base_url=a.url, timeout=10) as http_a:
             battles = [await new_battle(http_a) for _ in range(3)]
         async with contextlib.AsyncExitStack() as stack:
@@ -136,11 +139,11 @@ async def test_sigterm_drains_the_owner_and_battles_go_on_elsewhere(
 
 
 async def test_not_owner_only_when_no_owner_answers_within_the_forward_timeout(
-    migrated_pg: str, tmp_path: Path
+    own_database: str, tmp_path: Path
 ) -> None:
     """A battle whose lease a node holds that never answers (gone without its lease lapsing):
     the agent is told ``not_owner`` and closed 4010 once the forward timeout has passed."""
-    env = {**postgres_env(migrated_pg), "ARENA_FORWARD_TIMEOUT_MS": "1500"}
+    env = {**postgres_env(own_database), "ARENA_FORWARD_TIMEOUT_MS": "1500"}
     with spawn_node(env, tmp_path / "node.log") as node:
         async with httpx.AsyncClient(base_url=node.url, timeout=10) as http:
             room, agents = await new_battle(http)

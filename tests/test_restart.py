@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.clients import connect, spectator_path
+from tests.conftest import embedded_env, postgres_env
 from tests.live_helpers import battle_events, fetch_events, of_type
 from tests.roaming import RoamingAgent
 from tests.support import free_port, spawn_node
@@ -20,11 +22,13 @@ DOWNTIME_S = 4.0  # longer than what is left of the turn in play when the node s
 
 
 async def test_a_lone_node_restarts_and_its_battles_go_on(
-    backend_env: dict[str, str], tmp_path: Path
+    backend_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    env = dict(backend_env)
-    if "ARENA_DATA_DIR" in env:  # embedded: a data directory of this test's own
-        env["ARENA_DATA_DIR"] = str(tmp_path / "data")
+    # A database of the test's own: no other test's server may adopt the battle meanwhile.
+    if "DATABASE_URL" in backend_env:
+        env = postgres_env(request.getfixturevalue("own_database"))
+    else:
+        env = embedded_env(tmp_path / "data")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with spawn_node(env, tmp_path / "first.log", port) as first:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -44,6 +45,7 @@ RESUME_SCAN_LIMIT = 10_000
 # A battle is adopted by the lease scan only once its creator had time to take its lease.
 ADOPT_AFTER = timedelta(seconds=2)
 LOCAL_HEARTBEAT_S = 1.0
+UNLOADABLE_RETRY_S = 60
 
 # Told to the other nodes: "I run these now" (their agent sessions re-attach here), and
 # "take these at once" (a drain handing its battles over).
@@ -98,6 +100,9 @@ class Supervisor:
         self._draining = False
         self.on_owned: OwnedHook | None = None
         self.on_handoff: HandoffHook | None = None
+        self.count_nodes: Callable[[], Awaitable[int]] | None = None  # live nodes, for shares
+        self._lapsed_before: set[str] = set()  # lapsed at the last scan, left to the others
+        self._unloadable: dict[str, float] = {}  # battle -> when to try loading it again
 
     # ----------------------------------------------------------------- lifetime
 
@@ -330,7 +335,7 @@ class Supervisor:
                 log.warning("lease scan failed (will retry): %s", exc)
 
     async def adopt_lapsed(self) -> int:
-        """Take every live battle without an owner; how many this node took."""
+        """Take this node's share of the live battles nobody runs; how many it took."""
         if self._draining:
             return 0
         battles = [
@@ -338,10 +343,24 @@ class Supervisor:
         ]
         if not battles:
             return 0
-        lapsed = set(await self._ownership.unowned([b.id for b in battles]))
+        lapsed_ids = set(await self._ownership.unowned([b.id for b in battles]))
+        lapsed = [b for b in battles if b.id in lapsed_ids]
+        # A dead node's leases lapse together: take a fair share per round, in an order of our
+        # own, so the survivors split its battles rather than the fastest scanner taking all.
+        # Whatever nobody took by the next round is taken whole (a share never strands one).
+        random.shuffle(lapsed)
+        waited = [b for b in lapsed if b.id in self._lapsed_before]
+        fresh = [b for b in lapsed if b.id not in self._lapsed_before]
+        self._lapsed_before = {b.id for b in fresh}
+        nodes = await self._count_nodes() if self.count_nodes is not None and fresh else 1
+        share = len(waited) + -(-len(fresh) // max(1, nodes))  # ceil
         taken = 0
-        for battle in battles:
-            if battle.id not in lapsed or self._draining:
+        now = time.monotonic()
+        self._unloadable = {b: t for b, t in self._unloadable.items() if t > now}
+        for battle in [*waited, *fresh]:
+            if taken >= share or self._draining:
+                break
+            if self._unloadable.get(battle.id, 0.0) > now:
                 continue
             try:
                 await self.runner_for(battle)
@@ -349,8 +368,21 @@ class Supervisor:
             except (NotOwner, Conflict):
                 continue
             except Exception:
-                log.exception("could not take over battle %s", battle.id)
+                # Not every scan: a battle whose log can't be loaded would flood the log.
+                self._unloadable[battle.id] = now + UNLOADABLE_RETRY_S
+                log.exception(
+                    "could not take over battle %s (next try in %d s)",
+                    battle.id,
+                    UNLOADABLE_RETRY_S,
+                )
         return taken
+
+    async def _count_nodes(self) -> int:
+        assert self.count_nodes is not None
+        try:
+            return await self.count_nodes()
+        except Exception:
+            return 1  # can't tell: take them all rather than leave them unowned
 
     async def _renew_leases(self) -> None:
         """One batched renewal of every lease a third of the way into their lifetime (the

@@ -90,6 +90,7 @@ class Gateway:
             relay.on_handoff = self._on_handoff
             supervisor.on_owned = relay.announce_owned
             supervisor.on_handoff = relay.announce_handoff
+            supervisor.count_nodes = relay.count_nodes
 
     @property
     def node_id(self) -> str:

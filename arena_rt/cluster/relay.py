@@ -148,6 +148,11 @@ class Relay:
         handoff = Handoff(sender=self.node_id, sent_at=_now_ms(), battle_ids=battle_ids)
         await self._send(CLUSTER_CHANNEL, handoff)
 
+    async def count_nodes(self) -> int:
+        """How many nodes are up: those listening on the cluster channel."""
+        counts = await self._redis.pubsub_numsub(CLUSTER_CHANNEL)
+        return max(1, int(counts[0][1])) if counts else 1
+
     async def _send(self, channel: str, message: Message) -> bool:
         """Publish; True when at least one node was listening. Redis unreachable (after one
         retry, for a stale pooled connection) counts as nobody listening: callers retry."""

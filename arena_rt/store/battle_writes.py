@@ -93,7 +93,8 @@ def stored_key(battle_id: str, key: str) -> str:
 
 
 def client_key(stored: str) -> str:
-    return stored.split(":", 1)[1]
+    _, scoped, key = stored.partition(":")
+    return key if scoped else stored  # a row written before keys were scoped: as it is
 
 
 @dataclass
