@@ -8,6 +8,7 @@ ARENA_TEST_DATABASE_URL; or here when run directly) so parallel runs don't colli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -33,43 +34,50 @@ PG_ADMIN = os.environ.get("ARENA_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.
 REDIS_URL = os.environ.get("ARENA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _migrate(url: str) -> None:
+    from arena_rt.store.db import make_engine
+    from arena_rt.store.migrate import upgrade
+
+    async def run() -> None:
+        engine = make_engine(url)
+        await upgrade(engine)
+        await engine.dispose()
+
+    run_in_thread(run)
+
+
+@contextlib.contextmanager
+def _database(name: str) -> Iterator[str]:
+    """A database of its own for the block (dropped after, connections and all)."""
+    run_in_thread(lambda: _admin(f'CREATE DATABASE "{name}"'))
+    try:
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        yield f"{base}/{name}"
+    finally:
+        run_in_thread(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     given = os.environ.get("ARENA_TEST_DATABASE_URL")
     if given:
         yield given
         return
-    name = f"arena_test_{os.getpid()}_{secrets.token_hex(3)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    run_in_thread(lambda: admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield (
-            PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-            + "/"
-            + name
-        )
-    finally:
-        run_in_thread(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with _database(f"arena_test_{os.getpid()}_{secrets.token_hex(3)}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def migrated_pg(pg_url: str) -> str:
-    from arena_rt.store.db import make_engine
-    from arena_rt.store.migrate import upgrade
-
-    async def run() -> None:
-        engine = make_engine(pg_url)
-        await upgrade(engine)
-        await engine.dispose()
-
-    run_in_thread(run)
+    _migrate(pg_url)
     return pg_url
 
 
@@ -130,28 +138,6 @@ def server_process(
 def own_database() -> Iterator[str]:
     """A migrated database of this test's own: for servers it kills, stops or cuts off, whose
     battles the other tests' servers (sharing the session's database) must not adopt."""
-    from arena_rt.store.db import make_engine
-    from arena_rt.store.migrate import upgrade
-
-    name = unique("arena_faults_")
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    async def migrate() -> None:
-        engine = make_engine(url)
-        await upgrade(engine)
-        await engine.dispose()
-
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    url = f"{base}/{name}"
-    run_in_thread(lambda: admin(f'CREATE DATABASE "{name}"'))
-    try:
-        run_in_thread(migrate)
+    with _database(unique("arena_faults_")) as url:
+        _migrate(url)
         yield url
-    finally:
-        run_in_thread(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
