@@ -37,6 +37,7 @@ log = logging.getLogger("arena_rt.gateway")
 
 ATTEMPT_S = 3.0  # one forward's wait for its reply before asking again who runs the battle
 RETRY_S = (0.05, 0.25)  # pause between attempts while a battle changes hands
+OWNER_CACHE_SIZE = 10_000  # battles whose owner this node remembers
 HANDOFF_JITTER_S = 0.05  # peers claiming a drained node's battles don't all race at once
 
 
@@ -173,7 +174,7 @@ class Gateway:
                     runner = await self._supervisor.runner_for(battle)
                 except NotOwner as exc:
                     holder = exc.holder
-                    self._owners[battle.id] = holder
+                    self._remember(battle.id, holder)
                 except ArenaError as exc:  # a finished battle, a draining node
                     return refused(exc.code, exc.message), -1
                 except Exception as exc:  # a lost connection: ask again until the deadline
@@ -204,6 +205,11 @@ class Gateway:
                 )
                 return refused(ErrorCode.NOT_OWNER, message), -1
             await asyncio.sleep(random.uniform(*RETRY_S))
+
+    def _remember(self, battle_id: str, holder: Holder) -> None:
+        if len(self._owners) >= OWNER_CACHE_SIZE:
+            self._owners.clear()  # a cache: a miss costs one Redis round trip
+        self._owners[battle_id] = holder
 
     async def _forward(
         self, holder: Holder, battle_id: str, call: AnyCall, remaining_s: float
@@ -250,7 +256,8 @@ class Gateway:
             peer.kick(kick.code, kick.reason)
 
     def _on_owned(self, owned: Owned) -> None:
-        self._owners[owned.battle_id] = Holder(owned.sender, owned.token)
+        if owned.battle_id in self._owners or owned.battle_id in self._sessions:
+            self._owners[owned.battle_id] = Holder(owned.sender, owned.token)
         for session in list(self._sessions.get(owned.battle_id, {}).values()):
             if session.token != owned.token:
                 self._spawn(self._reattach(session))
