@@ -108,10 +108,15 @@ async def test_redis_connections_killed_under_requests_fail_none_of_them(
                     await asyncio.sleep(0.3)
 
             killer = asyncio.create_task(keep_killing())
+            created: list[dict[str, Any]] = []
             try:
-                created = await asyncio.gather(
-                    *(create_battle(http, agent["apiKey"]) for _ in range(60))
-                )  # each asserts its 201
+                # Waves of concurrent creations until the killer has hit the pool a few times.
+                for _ in range(20):
+                    created += await asyncio.gather(
+                        *(create_battle(http, agent["apiKey"]) for _ in range(20))
+                    )  # each asserts its 201
+                    if killed >= 3:
+                        break
             finally:
                 killer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
