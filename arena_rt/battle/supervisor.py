@@ -228,9 +228,7 @@ class Supervisor:
             return False
         try:
             await self.runner_for(battle)
-        except (NotOwner, Unavailable):
-            return False
-        except Conflict:
+        except (NotOwner, Unavailable, Conflict):  # taken, draining, or over meanwhile
             return False
         return True
 

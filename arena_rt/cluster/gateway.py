@@ -279,7 +279,10 @@ class Gateway:
 
     async def _claim(self, battle_id: str) -> None:
         await asyncio.sleep(random.uniform(0, HANDOFF_JITTER_S))
-        await self._supervisor.adopt(battle_id)
+        try:
+            await self._supervisor.adopt(battle_id)
+        except Exception as exc:  # the lease scan takes it on its next round
+            log.warning("could not claim handed-off battle %s: %r", battle_id, exc)
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(work)
