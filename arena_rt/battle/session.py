@@ -16,7 +16,7 @@ from arena_rt.battle.calls import AnyCall, DetachCall, JoinCall, LeaveCall, Turn
 from arena_rt.battle.domain import CastVote, Disconnect, Join, Leave, ReplyError, SubmitTurn
 from arena_rt.battle.machine import find_seat
 from arena_rt.battle.runner import Busy, Peer, Runner, RunnerStopped
-from arena_rt.errors import ArenaError
+from arena_rt.errors import ArenaError, error_for
 from arena_rt.protocol import CloseCode, ErrorCode
 
 log = logging.getLogger("arena_rt.session")
@@ -35,6 +35,14 @@ class Answer:
     before_seq: int | None = None  # join: the agent's events start after this seq
     replay: bool = True  # join: whether events up to now must be fetched (else all are live)
     recorded_target: str | None = None  # vote: the target its idempotency key recorded
+
+    @property
+    def error_code(self) -> ErrorCode:
+        return ErrorCode(self.code or ErrorCode.INTERNAL)
+
+    def as_error(self) -> ArenaError:
+        """The refusal as the error HTTP and socket handlers raise (its code, its status)."""
+        return error_for(self.error_code, self.message)
 
     @property
     def moved(self) -> bool:

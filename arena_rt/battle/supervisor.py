@@ -152,10 +152,6 @@ class Supervisor:
         log.info("drained: %d live battle(s) handed over", len(handed))
         return len(handed)
 
-    @property
-    def draining(self) -> bool:
-        return self._draining
-
     def live(self, battle_id: str) -> Runner | None:
         return self._runners.get(battle_id)
 
@@ -291,7 +287,7 @@ class Supervisor:
             )
 
     async def _resume_live_battles(self) -> None:
-        battles = await self._live_battles(fresh_too=True)
+        battles = await self._live_battles()
         resumed = 0
         for battle in battles:
             try:
@@ -306,15 +302,25 @@ class Supervisor:
         if isinstance(self._ownership, LocalOwnership):
             self._ownership.resumed()
 
-    async def _live_battles(self, *, fresh_too: bool) -> list[Battle]:
+    async def _live_battles(self) -> list[Battle]:
         query = (
             select(Battle)
             .where(Battle.status.not_in([s.value for s in FINAL_STATUSES]))
             .order_by(Battle.created_at)
             .limit(RESUME_SCAN_LIMIT)
         )
-        if not fresh_too:
-            query = query.where(Battle.created_at < utcnow() - ADOPT_AFTER)
+        async with self._db() as session:
+            return list(await session.scalars(query))
+
+    async def _adoptable_ids(self) -> list[str]:
+        """Live battles old enough for their creator to hold their lease: ids only, since
+        every node asks every scan and only the few that lapsed are loaded."""
+        query = (
+            select(Battle.id)
+            .where(Battle.status.not_in([s.value for s in FINAL_STATUSES]))
+            .where(Battle.created_at < utcnow() - ADOPT_AFTER)
+            .limit(RESUME_SCAN_LIMIT)
+        )
         async with self._db() as session:
             return list(await session.scalars(query))
 
@@ -336,13 +342,12 @@ class Supervisor:
         """Take this node's share of the live battles nobody runs; how many it took."""
         if self._draining:
             return 0
-        battles = [
-            b for b in await self._live_battles(fresh_too=False) if b.id not in self._runners
-        ]
-        if not battles:
+        ids = [i for i in await self._adoptable_ids() if i not in self._runners]
+        lapsed_ids = await self._ownership.unowned(ids) if ids else []
+        if not lapsed_ids:
             return 0
-        lapsed_ids = set(await self._ownership.unowned([b.id for b in battles]))
-        lapsed = [b for b in battles if b.id in lapsed_ids]
+        async with self._db() as session:
+            lapsed = list(await session.scalars(select(Battle).where(Battle.id.in_(lapsed_ids))))
         # A dead node's leases lapse together: take a fair share per round, in an order of our
         # own, so the survivors split its battles rather than the fastest scanner taking all.
         # Whatever nobody took by the next round is taken whole (a share never strands one).

@@ -52,9 +52,6 @@ class RemotePeer:
         self.node = node
         self._gateway = gateway
 
-    def send(self, data: bytes) -> None:
-        return None  # every forwarded input is answered by its reply
-
     def kick(self, code: int, reason: str) -> None:
         self._gateway.kick_remote(self.node, self.id, code, reason)
 

@@ -11,8 +11,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from arena_rt.battle.calls import VoteCall
-from arena_rt.errors import BadRequest, RateLimited, error_for
-from arena_rt.protocol import MAX_IDEMPOTENCY_KEY, ErrorCode, Status
+from arena_rt.errors import BadRequest, RateLimited
+from arena_rt.protocol import MAX_IDEMPOTENCY_KEY, Status
 from arena_rt.resources import SubmitVote
 from arena_rt.store import battles
 from arena_rt.store.events import read_after
@@ -104,7 +104,7 @@ async def vote(request: Request) -> Response:
     )
     answer = await svc.gateway.perform(battle, call, _HTTP_PEER)
     if not answer.ok:
-        raise error_for(ErrorCode(answer.code or ErrorCode.INTERNAL), answer.message)
+        raise answer.as_error()
     # A repeated key gets the first answer: the target of the vote that key recorded.
     target = answer.recorded_target or body.target_agent_id
     return json_response({"accepted": True, "targetAgentId": target, "idempotencyKey": key}, 201)
@@ -114,9 +114,6 @@ class _NoSocket:
     """An HTTP vote's stand-in for a socket: its answer is the response, nothing is pushed."""
 
     id = "http"
-
-    def send(self, data: bytes) -> None:
-        return None
 
     def kick(self, code: int, reason: str) -> None:
         return None

@@ -247,7 +247,7 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
         joined = await svc.gateway.join(battle, agent_id, team, peer)
         try:
             if not joined.ok:
-                await _fail(ws, _error_of(joined))
+                await _fail(ws, joined.as_error())
                 return
             assert joined.before_seq is not None and joined.position is not None
             token, expires_at = await _session_for(svc, principal, battle.id)
@@ -279,11 +279,6 @@ async def _serve_agent(svc: Services, ws: WebSocket) -> None:
                 await svc.gateway.detach(battle, agent_id, peer)
 
 
-def _error_of(answer: Answer) -> ArenaError:
-    code = ErrorCode(answer.code or ErrorCode.INTERNAL)
-    return error_for(code, answer.message)
-
-
 async def _session_for(svc: Services, principal: Principal, battle_id: str) -> tuple[str, int]:
     """The welcome's session token and expiry (ms): the one the agent connected with while it
     has more than half its lifetime left (a reconnect writes nothing), else a new one."""
@@ -302,8 +297,8 @@ def _answer_frames(peer: SocketPeer, call: Awaitable[Answer], ref: str | None) -
         if result.ok:
             peer.send(encode(Ack(ref=ref, seq=result.seq)))
         else:
-            code = ErrorCode(result.code or ErrorCode.INTERNAL)
-            peer.send(encode(ErrorFrame(code=code, message=result.message, ref=ref)))
+            error = ErrorFrame(code=result.error_code, message=result.message, ref=ref)
+            peer.send(encode(error))
 
     peer.spawn(answer())
 
