@@ -21,7 +21,30 @@ import httpx
 import pytest
 
 from arena_rt.config import Settings
-from tests.support import TEST_SECRET, run_server, settings_for, spawn_server, unique
+from tests.support import (
+    SPAWNED_LOGS,
+    TEST_SECRET,
+    run_server,
+    settings_for,
+    spawn_server,
+    unique,
+)
+
+LOG_TAIL_LINES = 60
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test's report ends with what the server processes it used logged meanwhile
+    (a CI failure is then readable without the machine it ran on)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed or call.when == "teardown":
+        return
+    for path in SPAWNED_LOGS:
+        if path.exists() and path.stat().st_mtime >= call.start:
+            tail = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            report.sections.append((f"server log {path.parent.name}/{path.name}", "\n".join(tail)))
 
 
 def run_in_thread(make: Callable[[], Coroutine[Any, Any, None]]) -> None:

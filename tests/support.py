@@ -22,6 +22,9 @@ from arena_rt.web.app import create_app
 
 TEST_SECRET = "test-secret-" + "x" * 40
 
+# Every spawned server's log, so a failing test's report can show what the servers said.
+SPAWNED_LOGS: list[Path] = []
+
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}{secrets.token_hex(5)}"
@@ -93,6 +96,7 @@ def spawn_node(env: Mapping[str, str], log_path: Path, port: int | None = None) 
     """``arena-rt serve`` as a separate OS process, once its /healthz is 200."""
     port = port or free_port()
     full_env = {**os.environ, **env}
+    SPAWNED_LOGS.append(log_path)
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "arena_rt.cli", "serve", "--port", str(port)],
