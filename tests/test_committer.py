@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import func, select, text
@@ -14,12 +15,33 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arena_rt.battle.committer import BACKOFF_S, CommitError, Committer, backoff_s
+from arena_rt.battle.domain import VoteRecord
 from arena_rt.metrics import Metrics
-from arena_rt.protocol import Mode, ParticipantJoined, Result, StateChanged, Status, TurnSkipped
+from arena_rt.protocol import (
+    Commentary,
+    Mode,
+    ParticipantJoined,
+    Result,
+    StateChanged,
+    Status,
+    TurnPlayed,
+    TurnSkipped,
+    TurnStarted,
+)
 from arena_rt.store.battle_writes import StepWrite, write_steps
 from arena_rt.store.db import make_engine, make_sessionmaker
 from arena_rt.store.faults import UNREACHABLE, transient_reason
-from arena_rt.store.models import INITIAL_RATING, Agent, Battle, BattleEvent, RatingChange
+from arena_rt.store.group_statement import GroupStatementWriter
+from arena_rt.store.models import (
+    INITIAL_RATING,
+    Agent,
+    Battle,
+    BattleEvent,
+    BattleTurn,
+    RatingChange,
+    Vote,
+    utcnow,
+)
 from tests.support import free_port, unique
 from tests.tcp_proxy import Proxy, proxy_to
 
@@ -206,28 +228,48 @@ async def _stored_seqs(db: async_sessionmaker[AsyncSession], battle_id: str) -> 
         return list(rows)
 
 
-@pytest.fixture
-async def proxied(
-    migrated_pg: str,
-) -> AsyncIterator[tuple[Proxy, async_sessionmaker[AsyncSession]]]:
+@dataclass
+class Proxied:
+    """A committer's way to the database through a proxy the test can cut."""
+
+    proxy: Proxy
+    sessions: async_sessionmaker[AsyncSession]
+    url: str
+    path: str  # "session" (every group in a transaction) or "statement" (one statement)
+
+    def committer(self, metrics: Metrics) -> Committer:
+        statement = (
+            GroupStatementWriter(self.url, "arena-test-commit")
+            if self.path == "statement"
+            else None
+        )
+        return Committer(self.sessions, metrics, writers=1, statement=statement)
+
+
+@pytest.fixture(params=["session", "statement"])
+async def proxied(migrated_pg: str, request: pytest.FixtureRequest) -> AsyncIterator[Proxied]:
     with proxy_to("127.0.0.1", 5432) as proxy:
-        engine = make_engine(migrated_pg.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"))
-        yield proxy, make_sessionmaker(engine)
+        url = migrated_pg.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        engine = make_engine(url)
+        yield Proxied(proxy, make_sessionmaker(engine), url, request.param)
         await engine.dispose()
 
 
 async def test_a_commit_whose_answer_was_lost_is_acked_once_not_written_twice(
     db: async_sessionmaker[AsyncSession],
-    proxied: tuple[Proxy, async_sessionmaker[AsyncSession]],
+    proxied: Proxied,
 ) -> None:
-    proxy, via_proxy = proxied
+    proxy = proxied.proxy
     battle_ids = await _battles(db, 3)
     metrics = Metrics()
-    committer = Committer(via_proxy, metrics, writers=1)
+    committer = proxied.committer(metrics)
     await committer.start()
     try:
         await committer.commit(_opening(battle_ids[0]))
-        proxy.trip_on(b"COMMIT", forward=True, then_refuse=False)
+        # The group reaches the database and is committed; its answer never comes back. (A
+        # group statement is its own transaction: it commits once its arguments are bound.)
+        marker = b"COMMIT" if proxied.path == "session" else battle_ids[1].encode()
+        proxy.trip_on(marker, forward=True, then_refuse=False)
         steps = [
             StepWrite.of(
                 b, [TurnSkipped(seq=2, at=0, turn_number=1, agent_id="x", reason="timeout")], [], {}
@@ -248,11 +290,11 @@ async def test_a_commit_whose_answer_was_lost_is_acked_once_not_written_twice(
 
 async def test_another_writers_bytes_at_the_seq_fail_the_step_and_spare_the_others(
     db: async_sessionmaker[AsyncSession],
-    proxied: tuple[Proxy, async_sessionmaker[AsyncSession]],
+    proxied: Proxied,
 ) -> None:
-    proxy, via_proxy = proxied
+    proxy = proxied.proxy
     fenced, other = await _battles(db, 2)
-    committer = Committer(via_proxy, Metrics(), writers=1)
+    committer = proxied.committer(Metrics())
     await committer.start()
     try:
         # The connection dies as the group's rows go out; while the database is unreachable
@@ -281,12 +323,12 @@ async def test_another_writers_bytes_at_the_seq_fail_the_step_and_spare_the_othe
 
 async def test_while_the_database_is_unreachable_a_step_waits_and_is_stored_after(
     db: async_sessionmaker[AsyncSession],
-    proxied: tuple[Proxy, async_sessionmaker[AsyncSession]],
+    proxied: Proxied,
 ) -> None:
-    proxy, via_proxy = proxied
+    proxy = proxied.proxy
     (battle_id,) = await _battles(db, 1)
     metrics = Metrics()
-    committer = Committer(via_proxy, metrics, writers=1)
+    committer = proxied.committer(metrics)
     await committer.start()
     try:
         proxy.cut()
@@ -306,11 +348,11 @@ async def test_while_the_database_is_unreachable_a_step_waits_and_is_stored_afte
 
 
 async def test_stop_ends_a_waiting_step_with_commit_error(
-    proxied: tuple[Proxy, async_sessionmaker[AsyncSession]], db: async_sessionmaker[AsyncSession]
+    proxied: Proxied, db: async_sessionmaker[AsyncSession]
 ) -> None:
-    proxy, via_proxy = proxied
+    proxy = proxied.proxy
     (battle_id,) = await _battles(db, 1)
-    committer = Committer(via_proxy, Metrics(), writers=1)
+    committer = proxied.committer(Metrics())
     await committer.start()
     proxy.cut()
     step = asyncio.ensure_future(committer.commit(_opening(battle_id)))
@@ -318,3 +360,128 @@ async def test_stop_ends_a_waiting_step_with_commit_error(
     await committer.stop()
     with pytest.raises(CommitError):
         await step
+
+
+def _life_of_a_battle(battle_id: str, agents: list[str]) -> list[list[StepWrite]]:
+    """Groups of one battle's frequent steps, in order: start, two turns (each with its
+    commentary in a later group), a vote, the end by cancellation."""
+    a, b = agents
+    started = StateChanged(
+        seq=1, at=1_700_000_000_000, status=Status.IN_PROGRESS, previous=Status.STARTING
+    )
+    turn1 = [
+        TurnStarted(seq=2, at=1_700_000_000_100, turn_number=1, agent_id=a, deadline_at=9),
+        TurnPlayed(
+            seq=3, at=1_700_000_001_000, turn_number=1, agent_id=a, content="Mine.", duration_ms=900
+        ),
+        TurnStarted(seq=4, at=1_700_000_001_000, turn_number=2, agent_id=b, deadline_at=9),
+    ]
+    turn2 = [
+        Commentary(seq=5, at=1_700_000_001_100, turn_number=1, text="Bold <b>opening</b>."),
+        TurnPlayed(
+            seq=6,
+            at=1_700_000_002_000,
+            turn_number=2,
+            agent_id=b,
+            content="Ours.",
+            duration_ms=1000,
+            audio_url="https://audio.example/2.mp3",
+        ),
+    ]
+    vote = VoteRecord(idempotency_key="k1", voter_id=a, connection_id=None, target_agent_id=b)
+    end = [
+        Commentary(seq=7, at=1_700_000_002_100, turn_number=2, text="A reply."),
+        StateChanged(
+            seq=8,
+            at=1_700_000_003_000,
+            status=Status.CANCELLED,
+            previous=Status.IN_PROGRESS,
+            reason="x" * 300,
+        ),
+    ]
+    seats: dict[str, str | None] = {a: None, b: None}
+    return [
+        [StepWrite.of(battle_id, [started], [], seats)],
+        [StepWrite.of(battle_id, turn1, [], seats)],
+        [StepWrite.of(battle_id, turn2, [vote], seats)],
+        [StepWrite.of(battle_id, end, [], seats)],
+    ]
+
+
+async def _rows_of(db: async_sessionmaker[AsyncSession], battle_id: str) -> dict[str, object]:
+    async with db() as session:
+        battle = await session.get(Battle, battle_id)
+        assert battle is not None
+        events = await session.execute(
+            select(BattleEvent.seq, BattleEvent.type, BattleEvent.payload)
+            .where(BattleEvent.battle_id == battle_id)
+            .order_by(BattleEvent.seq)
+        )
+        turns = await session.execute(
+            select(
+                BattleTurn.turn_number,
+                BattleTurn.agent_id,
+                BattleTurn.content,
+                BattleTurn.duration_ms,
+                BattleTurn.audio_url,
+                BattleTurn.commentary,
+                BattleTurn.created_at,
+            )
+            .where(BattleTurn.battle_id == battle_id)
+            .order_by(BattleTurn.turn_number)
+        )
+        votes = await session.execute(
+            select(Vote.voter_id, Vote.target_agent_id, Vote.idempotency_key).where(
+                Vote.battle_id == battle_id
+            )
+        )
+        return {
+            "battle": (
+                battle.status,
+                battle.current_turn,
+                battle.started_at,
+                battle.completed_at,
+                battle.cancel_reason,
+            ),
+            "events": [tuple(r) for r in events],
+            "turns": [tuple(r) for r in turns],
+            "votes": [(voter, target, key.removeprefix(battle_id)) for voter, target, key in votes],
+        }
+
+
+async def test_the_group_statement_stores_exactly_what_the_session_path_stores(
+    db: async_sessionmaker[AsyncSession], migrated_pg: str
+) -> None:
+    agents, seated = await seated_battles(db)
+    agents = agents[:2]
+    by_session, by_statement = (b for b, _ in seated[:2])
+    writer = GroupStatementWriter(migrated_pg, "arena-test-commit")
+    try:
+        for session_group, statement_group in zip(
+            _life_of_a_battle(by_session, agents),
+            _life_of_a_battle(by_statement, agents),
+            strict=True,
+        ):
+            async with db() as session, session.begin():
+                await write_steps(session, session_group)
+            now = utcnow()
+            rows = writer.rows_for(statement_group, now)
+            assert rows is not None, "frequent rows only: the statement path takes them"
+            await writer.write(rows, now)
+    finally:
+        await writer.close()
+    stored = await _rows_of(db, by_statement)
+    assert stored == await _rows_of(db, by_session)
+    # And what was stored is the battle's life, not two equal empty answers.
+    assert stored["battle"][:2] == ("CANCELLED", 2)  # type: ignore[index]
+    assert [t[5] for t in stored["turns"]] == ["Bold <b>opening</b>.", "A reply."]  # type: ignore[attr-defined]
+    assert len(stored["events"]) == 8 and len(stored["votes"]) == 1  # type: ignore[arg-type]
+
+
+async def test_seats_and_results_take_the_session_path(migrated_pg: str) -> None:
+    seat = ParticipantJoined(seq=1, at=0, agent_id="a", position=1)
+    result = Result(seq=2, at=0, winner_id="a", reasoning="r", decided_by="judge", tally={})
+    writer = GroupStatementWriter(migrated_pg, "arena-test-commit")
+    assert writer.rows_for([StepWrite.of("b", [seat], [], {})], utcnow()) is None
+    assert writer.rows_for([_opening("b"), StepWrite.of("c", [result], [], {})], utcnow()) is None
+    assert writer.rows_for([_opening("b")], utcnow()) is not None

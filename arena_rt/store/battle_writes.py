@@ -98,7 +98,9 @@ def client_key(stored: str) -> str:
 
 
 @dataclass
-class _Batch:
+class GroupRows:
+    """A group's rows by kind: the frequent ones batched, the rare ones in event order."""
+
     events: list[dict[str, Any]] = field(default_factory=list)
     votes: list[dict[str, Any]] = field(default_factory=list)
     turns: list[dict[str, Any]] = field(default_factory=list)
@@ -118,14 +120,20 @@ _SET_COMMENTARY = (
 )
 
 
+def collect_rows(steps: Sequence[StepWrite], now: Any) -> GroupRows:
+    rows = GroupRows()
+    for step in steps:
+        _collect(rows, step, now)
+    return rows
+
+
 async def write_steps(session: AsyncSession, steps: Sequence[StepWrite]) -> None:
-    batch = _Batch()
     now = utcnow()
     ratings = await _lock_rated_agents(session, steps)
     for step in steps:
         if step.has_result:
-            await _rate_results(session, step, ratings)
-        _collect(batch, step, now)
+            await _rate_results(session, step, ratings)  # completes its result event first
+    batch = collect_rows(steps, now)
     # The frequent rows in Core statements on the session's connection (same transaction):
     # the ORM's bulk paths add per-row work these plain rows don't need. On PostgreSQL each
     # kind of row is one statement over arrays (unnest), however big the group: one execution
@@ -213,7 +221,7 @@ def _battle_updates_unnest(
     return statements
 
 
-def _collect(batch: _Batch, step: StepWrite, now: Any) -> None:
+def _collect(batch: GroupRows, step: StepWrite, now: Any) -> None:
     battle_id = step.battle_id
     for event, data in zip(step.events, step.encoded, strict=True):
         batch.events.append(

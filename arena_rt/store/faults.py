@@ -45,6 +45,13 @@ def transient_reason(error: BaseException) -> str | None:
             return "connection"
         if type(exc).__name__ in _ASYNCPG_CONNECTION_ERRORS:
             return "connection"
+        if type(exc).__name__ == "InterfaceError" and "connection is closed" in str(exc):
+            return "connection"  # asyncpg: a statement on a connection the server ended
+        if type(exc).__name__ == "InternalClientError" and "cannot switch to state" in str(exc):
+            # asyncpg, on a connection whose backend was terminated while it sat idle: the
+            # server's goodbye left the protocol mid-operation. Nothing was sent; the writer
+            # drops the connection and the next attempt opens a new one.
+            return "connection"
     return None
 
 

@@ -38,6 +38,7 @@ from arena_rt.ratelimit import KeyedLimiter
 from arena_rt.spectators import SpectatorCounts
 from arena_rt.store import agents, events
 from arena_rt.store.db import make_engine, make_sessionmaker
+from arena_rt.store.group_statement import GroupStatementWriter
 from arena_rt.store.migrate import ensure_schema
 from arena_rt.store.sessions import SessionStore
 from arena_rt.web.views import BattleViews
@@ -178,7 +179,18 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
             application_name=f"arena-{settings.node_id}-commit",
         )
     )
-    committer = Committer(make_sessionmaker(commit_engine), metrics, writers=COMMIT_WRITERS)
+    committer = Committer(
+        make_sessionmaker(commit_engine),
+        metrics,
+        writers=COMMIT_WRITERS,
+        statement=(
+            None
+            if settings.is_sqlite
+            else GroupStatementWriter(
+                settings.database_url, application_name=f"arena-{settings.node_id}-commit"
+            )
+        ),
+    )
     ownership: Ownership = (
         RedisOwnership(redis, settings.node_id, settings.timings.lease_ms)
         if redis is not None
