@@ -8,6 +8,7 @@ advances once the step is durable; a step that cannot be persisted stops the run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Coroutine
@@ -77,6 +78,7 @@ class RunnerStopped(Unavailable):
     """The battle's runner has stopped (finished, crashed or shut down): no answer will come."""
 
 
+PUBLISH_WAIT_S = 5.0  # how long a stopping runner waits for its last events to reach the bus
 _STOP = object()  # in the inbox: end the loop after the steps queued before it
 
 
@@ -92,6 +94,7 @@ class Runner:
         self.finished = asyncio.Event()
         self._stepping = False  # a step is being committed or published
         self._holding_timers = False  # the database is unreachable: timers wait for it
+        self._last_publish: asyncio.Future[None] | None = None  # the bus publishes in order
 
     @property
     def battle_id(self) -> str:
@@ -171,6 +174,10 @@ class Runner:
             task.cancel()
         # Helpers only ever await providers; they end at the cancel. Wait so none outlives us.
         await asyncio.gather(*helpers, return_exceptions=True)
+        if self._last_publish is not None:
+            # Out before the lease goes: the next owner's events must follow ours on the bus.
+            with contextlib.suppress(Exception, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._last_publish), PUBLISH_WAIT_S)
         self.finished.set()
         while not self._inbox.empty():
             _, future = self._inbox.get_nowait()
@@ -198,7 +205,7 @@ class Runner:
             )
             await self._deps.committer.commit(write)  # CommitError stops this runner
             # The writer may complete events (ratings in the result): publish what it stored.
-            await self._publish(
+            self._publish(
                 [(event.seq, data) for event, data in zip(write.events, write.encoded, strict=True)]
             )
         self.state = state
@@ -207,14 +214,28 @@ class Runner:
         if future is not None and not future.done():
             future.cancel()
 
-    async def _publish(self, events: list[tuple[int, bytes]]) -> None:
+    def _publish(self, events: list[tuple[int, bytes]]) -> None:
+        """Hand the step's events to the bus and go on: they are durable already, and the bus
+        publishes steps in the order they were handed over."""
         if not events:
             return
         try:
-            await self._deps.bus.publish_many(self.battle_id, events)
+            published = self._deps.bus.publish_soon(self.battle_id, events)
         except Exception:
-            # Durable already; subscribers fill the gap from the log on the next event.
             log.exception("publish failed battle=%s seqs=%s", self.battle_id, events[0][0])
+            return
+        published.add_done_callback(functools.partial(self._published, first_seq=events[0][0]))
+        self._last_publish = published
+
+    def _published(self, published: asyncio.Future[None], first_seq: int) -> None:
+        if not published.cancelled() and published.exception() is not None:
+            # Durable already; subscribers fill the gap from the log on the next event.
+            log.error(
+                "publish failed battle=%s seqs=%s: %s",
+                self.battle_id,
+                first_seq,
+                published.exception(),
+            )
 
     def _perform(self, effect: Effect, future: asyncio.Future[Reply] | None) -> None:
         match effect:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 
 from arena_rt.bus.base import (
     DEFAULT_HISTORY_SIZE,
@@ -46,6 +48,20 @@ class MemoryBus(Bus):
         self._logs.clear()
 
     async def _publish(self, battle_id: str, seq: int, data: bytes) -> None:
+        self._store_and_emit(battle_id, seq, data)
+
+    def publish_soon(
+        self, battle_id: str, events: Sequence[tuple[int, bytes]]
+    ) -> asyncio.Future[None]:
+        # Nothing to wait for in-process: published now, in call order by construction.
+        self._check_started()
+        for seq, data in events:
+            self._store_and_emit(battle_id, seq, data)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def _store_and_emit(self, battle_id: str, seq: int, data: bytes) -> None:
         log = self._logs.get(battle_id)
         if log is None:
             log = self._logs[battle_id] = deque(maxlen=self.history_size)

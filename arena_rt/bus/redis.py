@@ -11,9 +11,10 @@ can never store an event twice and the history is strictly increasing; ``MAXLEN 
 nodes cheaply (at least ``history_size`` recent events are kept, a few more may be); ``EXPIRE``
 (refreshed on every publish) lets finished battles' histories go away on their own.
 
-Publishing is one ``MULTI``: ``XADD`` + ``EXPIRE`` + ``PUBLISH``, so an event a subscriber sees
-live is already in the history. On a connection error it is retried once on a fresh connection
-(a dead pooled socket after a Redis restart), then :class:`BusUnavailableError` is raised.
+Publishing is ``XADD`` + ``EXPIRE`` + ``PUBLISH`` per step, every step queued in one loop round
+in one pipeline (:mod:`arena_rt.bus.redis_outbox`), so an event a subscriber sees live is
+already in the history. On a connection error it is retried once on a fresh connection (a dead
+pooled socket after a Redis restart), then :class:`BusUnavailableError` is raised.
 
 Listening uses ONE connection per process (named with ``CLIENT SETNAME``), read by ONE task that
 supervises it: when the connection drops (Redis restart, ``CLIENT KILL``, a missed ``PING``) it
@@ -41,7 +42,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arena_rt.bus.base import (
@@ -54,6 +55,7 @@ from arena_rt.bus.base import (
     ReconnectHandler,
     contiguous_after,
 )
+from arena_rt.bus.redis_outbox import PublishOutbox
 
 __all__ = ["DEFAULT_HISTORY_TTL", "DEFAULT_PREFIX", "RedisBus"]
 
@@ -120,6 +122,7 @@ class RedisBus(Bus):
         # Per battle, the last seq this process delivered to its own subscribers as it
         # published it: the listener's copy of those is not delivered again.
         self._emitted: dict[str, int] = {}
+        self._outbox: PublishOutbox | None = None  # what this process publishes, batched
         self.reconnects = 0  # how many times the listener came back after an outage
         self._down_since = 0.0
 
@@ -130,6 +133,11 @@ class RedisBus(Bus):
 
     def log_key(self, battle_id: str) -> str:
         return f"{self._prefix}{battle_id}:log"
+
+    @property
+    def publish_rounds(self) -> int:
+        """Pipelines this bus has written to publish (each carries many steps under load)."""
+        return self._outbox.rounds if self._outbox is not None else 0
 
     @property
     def connected(self) -> bool:
@@ -160,6 +168,10 @@ class RedisBus(Bus):
         self._listener_pool = ConnectionPool.from_url(
             self._url, client_name=self.listener_name, health_check_interval=0, **common
         )
+        self._outbox = PublishOutbox(
+            self._client, self.log_key, self.channel, self.history_size, self._history_ttl
+        )
+        self._outbox.start()
         self._connected = asyncio.Event()
         self._task = asyncio.create_task(self._listen(), name=f"bus-listener:{self.listener_name}")
         try:
@@ -175,6 +187,9 @@ class RedisBus(Bus):
         await self._teardown()
 
     async def _teardown(self) -> None:
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            await outbox.stop()
         task, self._task = self._task, None
         crash: BaseException | None = None
         try:
@@ -216,51 +231,24 @@ class RedisBus(Bus):
         await self._publish_many(battle_id, [(seq, data)])
 
     async def _publish_many(self, battle_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        await self.publish_soon(battle_id, events)
+
+    def publish_soon(
+        self, battle_id: str, events: Sequence[tuple[int, bytes]]
+    ) -> asyncio.Future[None]:
+        self._check_started()
         # This process's own spectators get the events at once, not after a round trip to
         # Redis and back through the listener (whose copy the hub then drops as a duplicate).
         if battle_id in self._subscriptions:
             for seq, data in events:
                 self._emit(battle_id, seq, data)
             self._emitted[battle_id] = max(seq for seq, _ in events)
-        redis = self._client()
-        key = self.log_key(battle_id)
-        channel = self.channel(battle_id)
-        seqs = [seq for seq, _ in events]
-        for attempt in (1, 2):
-            try:
-                async with redis.pipeline(transaction=True) as pipe:
-                    for seq, data in events:
-                        pipe.xadd(
-                            key,
-                            {b"data": data},
-                            id=f"{seq}-0",
-                            maxlen=self.history_size,
-                            approximate=True,
-                        )
-                    pipe.expire(key, self._history_ttl)
-                    for seq, data in events:
-                        pipe.publish(channel, b"%d\n" % seq + data)
-                    results = await pipe.execute(raise_on_error=False)
-                break
-            except _TRANSIENT as exc:
-                if attempt == 2:
-                    raise BusUnavailableError(
-                        f"publish of battle {battle_id} seqs {seqs} failed twice: {exc}"
-                    ) from exc
-                log.warning(
-                    "publish of battle %s seqs %s failed (%s), retrying", battle_id, seqs, exc
-                )
-            except RedisError as exc:
-                raise BusError(f"publish of battle {battle_id} seqs {seqs} failed: {exc}") from exc
-        for seq, appended in zip(seqs, results, strict=False):
-            if isinstance(appended, ResponseError):
-                if "equal or smaller" not in str(appended):
-                    raise BusError(f"XADD for battle {battle_id} seq {seq} failed: {appended}")
-                # A retry of a publish that did land, or a stale stream: history keeps its order.
-                log.info("history of battle %s already at or past seq %d", battle_id, seq)
-        for result in results[len(seqs) :]:
-            if isinstance(result, Exception):
-                raise BusError(f"publish of battle {battle_id} seqs {seqs} failed: {result}")
+        return self._outbox_or_fail().put(battle_id, events)
+
+    def _outbox_or_fail(self) -> PublishOutbox:
+        if self._outbox is None:
+            raise BusNotStartedError("RedisBus is not started")
+        return self._outbox
 
     async def _history(self, battle_id: str, after_seq: int) -> list[tuple[int, bytes]] | None:
         redis = self._client()

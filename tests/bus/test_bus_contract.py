@@ -66,6 +66,30 @@ async def test_publish_many_delivers_a_step_once_in_order_and_keeps_it(
         assert history == [(seq, frame("b1", seq)) for seq in (28, 29, 30)]
 
 
+async def test_steps_handed_over_without_waiting_are_published_in_order(
+    make_bus: BusFactory,
+) -> None:
+    """``publish_soon``: runners hand their steps over and go on; every battle's events still
+    arrive once, in seq order, and land in the history."""
+    async with asyncio.timeout(STEP * 2):
+        rec = Recorder()
+        bus = make_bus(rec.on_message)
+        await bus.start()
+        battles = [f"b{n}" for n in range(20)]
+        for battle in battles:
+            await bus.subscribe(battle)
+        handed = [
+            bus.publish_soon(b, [(s, frame(b, s)), (s + 1, frame(b, s + 1))])
+            for s in range(1, 40, 2)
+            for b in battles
+        ]
+        await asyncio.gather(*handed)
+        await eventually(lambda: all(len(rec.seqs(b)) >= 40 for b in battles))
+        for battle in battles:
+            assert rec.seqs(battle) == list(range(1, 41))
+            assert await bus.history(battle, 38) == [(s, frame(battle, s)) for s in (39, 40)]
+
+
 async def test_unsubscribe_stops_delivery(make_bus: BusFactory) -> None:
     async with asyncio.timeout(STEP * 2):
         rec = Recorder()
@@ -258,6 +282,28 @@ async def test_redis_layout_frame_stream_and_ttl(
         # The listener is one named pub/sub connection.
         listeners = [c for c in await redis_admin.client_list() if c["name"] == bus.listener_name]
         assert len(listeners) == 1
+
+
+async def test_redis_steps_handed_over_at_once_reach_another_process_in_order(
+    make_redis_bus: Callable[..., RedisBus],
+) -> None:
+    """What one node hands over in one loop round goes out in few pipelines (not a round
+    trip per step) and reaches every other node's listener in each battle's seq order."""
+    async with asyncio.timeout(STEP * 2):
+        rec = Recorder()
+        owner, other = make_redis_bus(), make_redis_bus(rec.on_message)
+        await owner.start()
+        await other.start()
+        battles = [f"b{n}" for n in range(50)]
+        for battle in battles:
+            await other.subscribe(battle)
+        handed = [owner.publish_soon(b, [(s, frame(b, s))]) for s in range(1, 11) for b in battles]
+        await asyncio.gather(*handed)
+        assert owner.publish_rounds == 1  # 500 steps handed over in one loop round
+        await eventually(lambda: all(len(rec.seqs(b)) >= 10 for b in battles))
+        for battle in battles:
+            assert rec.seqs(battle) == list(range(1, 11))
+        assert await owner.history("b7", 8) == [(s, frame("b7", s)) for s in (9, 10)]
 
 
 async def test_redis_malformed_frames_are_skipped(
