@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import math
@@ -313,21 +314,36 @@ class Client:
     async def battle(self, room: Room, ready: asyncio.Future[None]) -> None:
         """arena: the battle's two agents; each plays its turns at the room's schedule."""
         seats = []
-        try:
-            for agent_id, key in room.agents:  # positions follow join order: one at a time
+        for agent_id, key in room.agents:  # positions follow join order: one at a time
+            conn = await self.seat(room, key)
+            if conn is None:
+                self.tally.errors["battle:not_seated"] += 1
+                ready.set_result(None)
+                return
+            seats.append((agent_id, conn))
+        ready.set_result(None)
+        await asyncio.gather(*(self.agent(room, me, conn) for me, conn in seats))
+
+    async def seat(self, room: Room, key: str, attempts: int = 5) -> ClientConnection | None:
+        """An agent's socket once ``welcome`` came. A refused join is tried again, as a real
+        agent would (each refusal is counted under errors with its reason)."""
+        for attempt in range(attempts):
+            try:
                 conn = await self.connect(
                     f"/ws/battles/{room.name}/agent", {"Authorization": f"Bearer {key}"}
                 )
                 welcome = _decode(await conn.recv(decode=False))
-                if welcome.type != "welcome":
-                    raise ConnectionError(f"agent got {welcome.type}: {welcome.code}")
-                seats.append((agent_id, conn))
-        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-            self.tally.errors[f"agent:connect_{type(exc).__name__}"] += 1
-            ready.set_result(None)
-            return
-        ready.set_result(None)
-        await asyncio.gather(*(self.agent(room, me, conn) for me, conn in seats))
+                if welcome.type == "welcome":
+                    return conn
+                reason = f"{welcome.type}_{welcome.code}"
+                await conn.close()
+            except websockets.ConnectionClosed as exc:
+                reason = f"closed_{exc.rcvd.code if exc.rcvd else None}"
+            except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                reason = type(exc).__name__
+            self.tally.errors[f"agent:join_refused_{reason}"] += 1
+            await asyncio.sleep(0.5 * 2**attempt)
+        return None
 
     async def agent(self, room: Room, me: str, conn: ClientConnection) -> None:
         pending: dict[str, int] = {}
@@ -387,6 +403,8 @@ class Client:
             start(lambda r, room=room, play=play: play(room, r))
         await asyncio.gather(*readies)
         pipe.send(("ready", len(self.conns), dict(self.tally.errors)))
+        self.tally.errors.clear()  # reported with "ready" already
+        gc.freeze()  # the sockets' objects: no full collection pauses the window over them
         self.t_go_ns, self.start_ns, self.end_ns = await asyncio.to_thread(pipe.recv)
         self.go.set()
         await self.wait_until(self.start_ns)
