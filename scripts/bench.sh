@@ -2,7 +2,7 @@
 # The benchmark suite in one command (BENCHMARKS.md): venv, install, services, then every
 # benchmark in turn, each printing its figures against a ceiling measured in the same run.
 # Output is kept in artifacts/bench/<UTC time>/. About 30 minutes on 2 cores.
-# Usage: scripts/bench.sh [auth|persistence|fanout|capacity|latency|failover ...]   (default: all)
+# Usage: scripts/bench.sh [auth|persistence|fanout|capacity|latency|failover|e2e ...]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +30,7 @@ run() {  # name, command...
   "$@" 2>&1 | tee "$OUT/$name.txt"
 }
 
-WHICH=${*:-auth persistence fanout capacity latency failover}
+WHICH=${*:-auth persistence fanout capacity latency failover e2e}
 for bench in $WHICH; do
   case $bench in
     auth) run auth "$PY" scripts/bench_auth.py ;;
@@ -41,7 +41,11 @@ for bench in $WHICH; do
     latency) run latency "$PY" scripts/bench_latency.py --battles 1000 --spectators 10 ;;
     # Three nodes: takeover after kill -9 (20 kills, 50 battles), turn → ack forwarded vs direct.
     failover) run failover "$PY" scripts/bench_failover.py --out "$OUT/failover" ;;
-    *) echo "unknown benchmark: $bench (auth persistence fanout capacity latency failover)" >&2; exit 2 ;;
+    # Turn → spectator on arena_rt vs Socket.IO 4 (Node, installed with npm when missing) vs
+    # raw websockets, one load generator, the issue #11 shapes (about 8 minutes).
+    e2e) run e2e "$PY" scripts/bench_e2e.py --shapes 100x20@2,1000x10@0.2,1000x10@1 \
+      --seconds 20 --json "$OUT/e2e.json" --log-dir "$OUT/e2e-logs" ;;
+    *) echo "unknown benchmark: $bench (auth persistence fanout capacity latency failover e2e)" >&2; exit 2 ;;
   esac
 done
 printf '\nfigures kept in %s\n' "$OUT"

@@ -72,5 +72,10 @@ else
 fi
 # ---- END e2e browser ------------------------------------------------------------------------
 
+step "end-to-end live-path smoke (scripts/bench_e2e.py --smoke, its own database, < 60 s)"
+# arena_rt and raw websockets at 20 battles x 5 spectators, 2 turns/s: fails on any lost,
+# duplicated or reordered turn and on a ~3x regression of CPU per delivery or p99 against raw.
+"$VENV/bin/python" scripts/bench_e2e.py --smoke --log-dir "${TMPDIR:-/tmp}/arena-e2e-smoke-$$"
+
 step "pytest"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
