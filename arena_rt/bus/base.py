@@ -35,6 +35,7 @@ __all__ = [
     "MessageHandler",
     "NotStartedError",
     "ReconnectHandler",
+    "StepHandler",
     "contiguous_after",
 ]
 
@@ -44,6 +45,10 @@ DEFAULT_HISTORY_SIZE = 1000
 
 MessageHandler = Callable[[str, int, bytes], None]
 """``on_message(battle_id, seq, data)``: synchronous, must not block."""
+
+StepHandler = Callable[[str, Sequence[tuple[int, bytes]]], None]
+"""``on_step(battle_id, events)``: one step's events (contiguous seqs) published by this
+process, delivered together; without one, each goes to ``on_message``."""
 
 ReconnectHandler = Callable[[frozenset[str]], None]
 """``on_reconnect(battle_ids)``: the listener came back; events for these battles may be lost."""
@@ -130,6 +135,7 @@ class Bus(ABC):
         self.history_size = history_size
         self._on_message = on_message
         self._on_reconnect = on_reconnect
+        self._on_step: StepHandler | None = None
         self._started = False
         self._subscriptions: set[str] = set()
         self._sub_lock = asyncio.Lock()
@@ -146,7 +152,10 @@ class Bus(ABC):
         return frozenset(self._subscriptions)
 
     def bind(
-        self, on_message: MessageHandler, on_reconnect: ReconnectHandler | None = None
+        self,
+        on_message: MessageHandler,
+        on_reconnect: ReconnectHandler | None = None,
+        on_step: StepHandler | None = None,
     ) -> None:
         """Set the callbacks after construction (the hub does this); only before ``start()``."""
         if self._started:
@@ -155,6 +164,7 @@ class Bus(ABC):
             raise BusError("this bus already has a message handler")
         self._on_message = on_message
         self._on_reconnect = on_reconnect
+        self._on_step = on_step
 
     async def start(self) -> None:
         if self._started:
@@ -236,6 +246,18 @@ class Bus(ABC):
         except Exception:
             # One broken delivery must not stop delivery for every other battle.
             log.exception("bus message handler failed (battle %s, seq %d)", battle_id, seq)
+
+    def _emit_step(self, battle_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        """This process's own step, to its own subscribers: together when they take steps."""
+        handler = self._on_step
+        if handler is None or len(events) == 1:
+            for seq, data in events:
+                self._emit(battle_id, seq, data)
+            return
+        try:
+            handler(battle_id, events)
+        except Exception:
+            log.exception("bus step handler failed (battle %s, seq %d)", battle_id, events[0][0])
 
     def _emit_reconnect(self, battle_ids: frozenset[str]) -> None:
         handler = self._on_reconnect

@@ -36,7 +36,15 @@ import collections
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -73,6 +81,10 @@ LoadAfter = Callable[[str, int], Awaitable[list[tuple[int, bytes]]]]
 Sink = Callable[[bytes], bool]
 """``sink(data)``: deliver one live event at once, synchronously; False when it can't right now
 (the event is then queued as usual). See :meth:`Feed.attach`."""
+
+StepSink = Callable[[tuple[bytes, ...]], bool]
+"""``step_sink(datas)``: deliver one step's live events at once, in one write; False when it
+can't right now. The hub hands every feed the same tuple, so it is framed once."""
 
 _WAKE = (0, b"")  # put in a closed feed's queue to wake a waiting reader; never handed out
 
@@ -154,6 +166,7 @@ class Feed:
         "_queue",
         "_replaying",
         "_sink",
+        "_step_sink",
         "_tail",
         "battle_id",
         "close_reason",
@@ -174,6 +187,7 @@ class Feed:
         self._position: int | None = None
         self._tail = 0  # the highest seq put in the queue (or handed to the sink)
         self._sink: Sink | None = None
+        self._step_sink: StepSink | None = None
         self._direct = 0  # the highest seq handed to the sink; resume() skips up to it
         self._replaying = False  # resume() is fetching missing events: nothing may overtake
         self._cursor = 0  # the highest seq handed out by catch_up()/drain()
@@ -208,13 +222,15 @@ class Feed:
         if self.close_reason is not None:
             raise FeedClosedError(self.battle_id, self.close_reason)
 
-    def attach(self, sink: Sink | None) -> None:
+    def attach(self, sink: Sink | None, step_sink: StepSink | None = None) -> None:
         """Hand live events straight to ``sink`` instead of the queue, whenever the queue is
         empty (so order is kept) and ``sink`` accepts them; None detaches it. The reader of
         :func:`resume` must be the one writing what the sink takes, so it is never ahead:
         the sink must refuse while that reader is in the middle of a write. Used for
-        encode-once fan-out without waking one task per spectator per event."""
+        encode-once fan-out without waking one task per spectator per event. ``step_sink``
+        takes a whole step's events (a turn and the next turn_started) in one write."""
         self._sink = sink
+        self._step_sink = step_sink if sink is not None else None
 
     def _offer(self, seq: int, data: bytes) -> None:
         if self.close_reason is not None:
@@ -235,6 +251,23 @@ class Feed:
         self._tail = seq
         if self.on_queued is not None:
             self.on_queued()
+
+    def _offer_step(self, events: Sequence[tuple[int, bytes]], datas: tuple[bytes, ...]) -> None:
+        """A step's events (contiguous seqs): in one write when the feed is live and idle."""
+        position, step_sink = self._position, self._step_sink
+        if (
+            step_sink is not None
+            and position is not None
+            and self.close_reason is None
+            and events[0][0] > position
+            and not self._replaying
+            and self._queue.empty()
+            and step_sink(datas)
+        ):
+            self._position = self._tail = self._direct = events[-1][0]
+            return
+        for seq, data in events:
+            self._offer(seq, data)
 
     def _go_live(self, cursor: int) -> None:
         self._position = max(cursor, self._tail)
@@ -282,7 +315,7 @@ class Hub:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.fills = 0  # fills run so far (each one follows a gap or a reconnect)
-        bus.bind(self.on_message, self.on_reconnect)
+        bus.bind(self.on_message, self.on_reconnect, self.on_step)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -404,6 +437,22 @@ class Hub:
             self._request_fill(battle_id, channel)
         else:
             self._deliver(channel, seq, data)
+
+    def on_step(self, battle_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        """The bus callback for this process's own step: delivered together when it follows
+        what was delivered (the usual case), else event by event as :meth:`on_message`."""
+        channel = self._channels.get(battle_id)
+        if channel is None:
+            return
+        last = channel.last
+        if channel.fill is _FillState.IDLE and (last is None or events[0][0] == last + 1):
+            channel.last = events[-1][0]
+            datas = tuple(data for _, data in events)
+            for feed in channel.feeds:
+                feed._offer_step(events, datas)
+            return
+        for seq, data in events:
+            self.on_message(battle_id, seq, data)
 
     def on_reconnect(self, battle_ids: Iterable[str]) -> None:
         """The bus callback after its listener came back: events may have been lost."""

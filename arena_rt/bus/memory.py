@@ -48,7 +48,9 @@ class MemoryBus(Bus):
         self._logs.clear()
 
     async def _publish(self, battle_id: str, seq: int, data: bytes) -> None:
-        self._store_and_emit(battle_id, seq, data)
+        self._store(battle_id, seq, data)
+        if battle_id in self._subscriptions:
+            self._emit(battle_id, seq, data)
 
     def publish_soon(
         self, battle_id: str, events: Sequence[tuple[int, bytes]]
@@ -56,12 +58,14 @@ class MemoryBus(Bus):
         # Nothing to wait for in-process: published now, in call order by construction.
         self._check_started()
         for seq, data in events:
-            self._store_and_emit(battle_id, seq, data)
+            self._store(battle_id, seq, data)
+        if battle_id in self._subscriptions:
+            self._emit_step(battle_id, events)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
 
-    def _store_and_emit(self, battle_id: str, seq: int, data: bytes) -> None:
+    def _store(self, battle_id: str, seq: int, data: bytes) -> None:
         log = self._logs.get(battle_id)
         if log is None:
             log = self._logs[battle_id] = deque(maxlen=self.history_size)
@@ -73,8 +77,6 @@ class MemoryBus(Bus):
         # twice), but the message itself is delivered (the hub drops what it already has).
         if not log or seq > log[-1][0]:
             log.append((seq, data))
-        if battle_id in self._subscriptions:
-            self._emit(battle_id, seq, data)
 
     async def _history(self, battle_id: str, after_seq: int) -> list[tuple[int, bytes]] | None:
         log = self._logs.get(battle_id)

@@ -240,8 +240,7 @@ class RedisBus(Bus):
         # This process's own spectators get the events at once, not after a round trip to
         # Redis and back through the listener (whose copy the hub then drops as a duplicate).
         if battle_id in self._subscriptions:
-            for seq, data in events:
-                self._emit(battle_id, seq, data)
+            self._emit_step(battle_id, events)
             self._emitted[battle_id] = max(seq for seq, _ in events)
         return self._outbox_or_fail().put(battle_id, events)
 

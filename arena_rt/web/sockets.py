@@ -161,7 +161,7 @@ async def _pump_events(peer: SocketPeer, feed: Feed, after: int, *, replay: bool
     so there is nothing to fetch before going live (see :func:`resume`).
     """
     if peer.direct:
-        feed.attach(peer.write_now)
+        feed.attach(peer.write_now, peer.write_step_now)
     write = _write_to(peer)
     pumping: asyncio.Task[None] | None = None
 

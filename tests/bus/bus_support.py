@@ -73,6 +73,12 @@ class EventLog:
             seq = self.head(battle_id) + 1
             await bus.publish(battle_id, seq, self.persist(battle_id, seq))
 
+    async def append_step(self, bus: Bus, battle_id: str, count: int) -> None:
+        """A step of ``count`` events committed together, handed to the bus at once."""
+        first = self.head(battle_id) + 1
+        seqs = range(first, first + count)
+        await bus.publish_soon(battle_id, [(s, self.persist(battle_id, s)) for s in seqs])
+
     async def load_after(self, battle_id: str, after_seq: int) -> list[tuple[int, bytes]]:
         self.loads += 1
         await asyncio.sleep(0)

@@ -82,6 +82,48 @@ async def test_same_bytes_object_reaches_every_feed(
 # --------------------------------------------------------------------------- subscriptions
 
 
+async def test_a_step_reaches_a_live_idle_feed_in_one_write_or_else_queued_in_order(
+    make_bus: BusFactory, make_hub: MakeHub
+) -> None:
+    """A turn and the next turn_started are one step: a socket that can write now gets both
+    in one write (the same tuple for every feed, framed once); one that can't gets them
+    queued, in order, like any event."""
+    async with asyncio.timeout(STEP):
+        db = EventLog()
+        bus = make_bus()
+        hub = await make_hub(bus, db.load_after)
+        async with hub.watch("b1") as feed, hub.watch("b1") as other:
+            events = resume(feed, 0)
+            await db.append(bus, "b1")
+            assert await anext(events) == (1, frame("b1", 1))  # caught up: live from here
+            other_events = resume(other, 0)
+            assert await anext(other_events) == (1, frame("b1", 1))
+            writes: list[tuple[bytes, ...]] = []
+            can_write = True
+
+            def one(data: bytes) -> bool:
+                writes.append((data,))
+                return can_write
+
+            def step(datas: tuple[bytes, ...]) -> bool:
+                writes.append(datas)
+                return can_write
+
+            feed.attach(one, step)
+            other.attach(one, step)
+            await db.append_step(bus, "b1", 2)
+            assert writes == [(frame("b1", 2), frame("b1", 3))] * 2
+            assert writes[0] is writes[1]  # one tuple for every feed
+            assert feed.qsize() == 0
+            can_write = False
+            await db.append_step(bus, "b1", 2)
+            feed.attach(None)
+            assert [await anext(events), await anext(events)] == [
+                (4, frame("b1", 4)),
+                (5, frame("b1", 5)),
+            ]
+
+
 async def test_subscribe_on_first_watcher_unsubscribe_after_last(
     make_bus: BusFactory, make_hub: MakeHub, redis_admin: Redis
 ) -> None:
