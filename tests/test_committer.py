@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -14,7 +15,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from arena_rt.battle.committer import BACKOFF_S, CommitError, Committer, backoff_s
+from arena_rt.battle.committer import (
+    BACKOFF_S,
+    WATCH_TIMEOUT_S,
+    CommitError,
+    Committer,
+    backoff_s,
+)
 from arena_rt.battle.domain import VoteRecord
 from arena_rt.metrics import Metrics
 from arena_rt.protocol import (
@@ -485,3 +492,20 @@ async def test_seats_and_results_take_the_session_path(migrated_pg: str) -> None
     assert writer.rows_for([StepWrite.of("b", [seat], [], {})], utcnow()) is None
     assert writer.rows_for([_opening("b"), StepWrite.of("c", [result], [], {})], utcnow()) is None
     assert writer.rows_for([_opening("b")], utcnow()) is not None
+
+
+async def test_a_stalled_event_loop_is_not_taken_for_a_database_outage(
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    """A connect storm can stall the event loop for seconds; the database's answer to the
+    probe is then read late. That must not refuse every battle's inputs as `unavailable`."""
+    committer = Committer(db, Metrics(), writers=1)
+    await committer.start()
+    try:
+        probe = asyncio.create_task(committer.check_database())
+        await asyncio.sleep(0)  # the probe is out, waiting for its answer
+        time.sleep(WATCH_TIMEOUT_S + 0.5)  # noqa: ASYNC251 (the loop stalls past the deadline)
+        await probe
+        assert committer.available
+    finally:
+        await committer.stop()
