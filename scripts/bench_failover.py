@@ -62,7 +62,7 @@ import websockets  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
 from arena_rt.battle.ownership import LEASE_PREFIX  # noqa: E402
-from arena_rt.cluster.relay import CLUSTER_CHANNEL, relay_key  # noqa: E402
+from arena_rt.cluster.relay import cluster_channel, relay_key  # noqa: E402
 from arena_rt.protocol import BattleEvent  # noqa: E402
 
 NODES = 3
@@ -263,7 +263,7 @@ class ClusterWatch:
     async def _listen(self) -> None:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(CLUSTER_CHANNEL)
+            await pubsub.subscribe(cluster_channel(self._key))
             self._ready.set()
             while True:
                 item = await pubsub.get_message(timeout=1.0)
@@ -897,7 +897,7 @@ async def run(args: argparse.Namespace) -> int:
         )
     if taken.get("foreign_cluster_messages"):
         table.append(
-            f"note: {taken['foreign_cluster_messages']} messages on {CLUSTER_CHANNEL} were signed"
+            f"note: {taken['foreign_cluster_messages']} messages on the cluster channel were signed"
             " with another key (another cluster on this Redis, e.g. tests running meanwhile);"
             " the nodes logged them as refused"
         )

@@ -21,7 +21,7 @@ from redis.asyncio.client import PubSub
 
 from arena_rt.battle.calls import LeaveCall
 from arena_rt.cluster.messages import Request
-from arena_rt.cluster.relay import NODE_PREFIX, relay_key
+from arena_rt.cluster.relay import node_channel, relay_key
 from tests.clients import Bot, agent_path, connect, spectator_path
 from tests.conftest import REDIS_URL, postgres_env
 from tests.helpers_http import auth
@@ -164,8 +164,8 @@ async def test_forged_replayed_and_stale_forwards_are_refused_and_never_applied(
         leave = LeaveCall(agent_id=seated["id"], peer="p1")  # applied, it would free the seat
         redis = Redis.from_url(REDIS_URL)
         listener = redis.pubsub()
-        await listener.subscribe(NODE_PREFIX + "intruder")
         key = relay_key(TEST_SECRET)
+        await listener.subscribe(node_channel(key, "intruder"))
         async with unchanged(http_a, t.room):
 
             def request(token: int, corr: str, to: str = a_id) -> Request:
@@ -183,7 +183,7 @@ async def test_forged_replayed_and_stale_forwards_are_refused_and_never_applied(
                 body = msgspec.json.encode(message)
                 return hmac.new(with_key, body, hashlib.sha256).hexdigest().encode() + body
 
-            channel = NODE_PREFIX + a_id
+            channel = node_channel(key, a_id)
             forged = signed(
                 request(1, "c-forged"), relay_key("another secret of 48 characters.....")
             )

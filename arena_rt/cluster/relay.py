@@ -1,11 +1,15 @@
 """Node-to-node messages over Redis pub/sub: signed, request/reply with correlation ids.
 
-Each node listens on its own channel (``arena:node:<id>``: requests for battles it owns,
-replies to its requests, kicks for its sockets) and on one channel for everyone
-(``arena:cluster``: owner changes, hand-offs). A message is ``<hex HMAC-SHA256>`` + its JSON,
-keyed by a key derived from ``ARENA_SECRET`` (every node has it): a node refuses, and logs,
-a message that is unsigned or forged, older than ``MAX_AGE_MS``, addressed to another node, a
-request it has already seen (a replay) or a reply to a request it did not make.
+Each node listens on its own channel (``arena:<deployment>:node:<id>``: requests for battles it
+owns, replies to its requests, kicks for its sockets) and on one channel for everyone
+(``arena:<deployment>:cluster``: owner changes, hand-offs). ``<deployment>`` is derived from the
+signing key, so deployments with different secrets sharing one Redis (staging beside
+production, concurrent test runs) neither hear each other nor count each other's nodes.
+
+A message is ``<hex HMAC-SHA256>`` + its JSON, keyed by a key derived from ``ARENA_SECRET``
+(every node has it): a node refuses, and logs, a message that is unsigned or forged, older than
+``MAX_AGE_MS``, addressed to another node, a request it has already seen (a replay) or a reply
+to a request it did not make.
 
 Pub/sub delivers at most once and only to who is listening: ``PUBLISH`` says how many
 listeners got a request, so a request to a dead node is known undelivered at once rather than
@@ -43,8 +47,6 @@ from arena_rt.cluster.messages import (
 
 log = logging.getLogger("arena_rt.relay")
 
-NODE_PREFIX = "arena:node:"
-CLUSTER_CHANNEL = "arena:cluster"
 MAX_AGE_MS = 30_000  # older messages are refused (replays; a node whose clock is far off)
 _SIG_LEN = 64  # hex digest of SHA-256
 _RECONNECT_S = (0.05, 2.0)
@@ -65,6 +67,19 @@ def relay_key(secret: str) -> bytes:
     return hmac.new(secret.encode(), b"arena-relay-v1", hashlib.sha256).digest()
 
 
+def deployment_tag(key: bytes) -> str:
+    """What the channels of the nodes sharing ``key`` are named by (not the key itself)."""
+    return hmac.new(key, b"arena-relay-channels", hashlib.sha256).hexdigest()[:12]
+
+
+def node_channel(key: bytes, node_id: str) -> str:
+    return f"arena:{deployment_tag(key)}:node:{node_id}"
+
+
+def cluster_channel(key: bytes) -> str:
+    return f"arena:{deployment_tag(key)}:cluster"
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -74,7 +89,8 @@ class Relay:
         self.node_id = node_id
         self._key = key
         self._redis = Redis.from_url(redis_url, client_name=f"arena-{node_id}:relay")
-        self._channel = NODE_PREFIX + node_id
+        self._channel = node_channel(key, node_id)
+        self._cluster = cluster_channel(key)
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._seen: dict[str, int] = {}  # request corr -> when it may be forgotten (ms)
         self._task: asyncio.Task[None] | None = None
@@ -126,7 +142,7 @@ class Relay:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[corr] = future
         try:
-            if not await self._send(NODE_PREFIX + to, message):
+            if not await self._send(node_channel(self._key, to), message):
                 return Undelivered.NO_LISTENER
             async with asyncio.timeout(timeout_s):
                 return await future
@@ -139,19 +155,19 @@ class Relay:
         kick = Kick(
             sender=self.node_id, sent_at=_now_ms(), to=to, peer=peer, code=code, reason=reason
         )
-        await self._send(NODE_PREFIX + to, kick)
+        await self._send(node_channel(self._key, to), kick)
 
     async def announce_owned(self, battle_id: str, token: int) -> None:
         owned = Owned(sender=self.node_id, sent_at=_now_ms(), battle_id=battle_id, token=token)
-        await self._send(CLUSTER_CHANNEL, owned)
+        await self._send(self._cluster, owned)
 
     async def announce_handoff(self, battle_ids: list[str]) -> None:
         handoff = Handoff(sender=self.node_id, sent_at=_now_ms(), battle_ids=battle_ids)
-        await self._send(CLUSTER_CHANNEL, handoff)
+        await self._send(self._cluster, handoff)
 
     async def count_nodes(self) -> int:
         """How many nodes are up: those listening on the cluster channel."""
-        counts = await self._redis.pubsub_numsub(CLUSTER_CHANNEL)
+        counts = await self._redis.pubsub_numsub(self._cluster)
         return max(1, int(counts[0][1])) if counts else 1
 
     async def _send(self, channel: str, message: Message) -> bool:
@@ -174,7 +190,7 @@ class Relay:
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._channel, CLUSTER_CHANNEL)
+                await pubsub.subscribe(self._channel, self._cluster)
                 self._listening.set()
                 delay = _RECONNECT_S[0]
                 while True:
@@ -248,7 +264,7 @@ class Relay:
         if self.on_request is None:
             return
         reply = await self.on_request(request)
-        await self._send(NODE_PREFIX + request.sender, reply)
+        await self._send(node_channel(self._key, request.sender), reply)
 
     def _refuse(self, why: str, message: Message) -> None:
         self.refused += 1
