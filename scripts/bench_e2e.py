@@ -71,7 +71,7 @@ SERVERS = ("arena", "socketio", "raw")
 DEFAULT_SHAPES = "100x20@2,1000x10@0.2,1000x10@1"
 SMOKE_SHAPE = "20x5@2"
 SMOKE_SECONDS = 8.0
-# Smoke budgets. Measured 2026-12-03 10:15 UTC on 7184a2a (2 shared cores, 20x5@2, 8 s, three
+# Smoke budgets. Measured 2026-12-03 10:01 UTC on 7184a2a (2 shared cores, 20x5@2, 8 s, three
 # runs): arena's server CPU per delivery was 7.8x, 8.0x and 8.6x raw websockets' (at 5
 # spectators a turn, arena's per-turn work - commit, turn_started, ack, the agents' frames -
 # dominates). Earlier runs that day gave 12-16x with the machine loaded. The budget is 2.5x
