@@ -95,17 +95,21 @@ async def test_redis_connections_killed_under_requests_fail_none_of_them(
             await create_battle(http, agent["apiKey"])  # the pool has connections now
             client = aioredis.Redis.from_url(REDIS_URL)
             killed = 0
+            stop = asyncio.Event()
 
             async def keep_killing() -> None:
+                # Stops on `stop`, not on cancellation: redis-py may swallow a CancelledError
+                # that lands mid-command, and the loop then went on forever (a CI hang).
                 nonlocal killed
-                while True:
+                while not stop.is_set():
                     for info in await client.client_list():
                         # Established pooled connections, not one mid-handshake (redis-py
                         # raises a RuntimeError, not a ConnectionError, for those).
                         established = info.get("cmd") not in _HANDSHAKE
                         if info.get("name") == f"arena-{node}:pool" and established:
                             killed += int(await client.client_kill_filter(_id=info["id"]))
-                    await asyncio.sleep(0.3)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.3)
 
             killer = asyncio.create_task(keep_killing())
             created: list[dict[str, Any]] = []
@@ -118,9 +122,8 @@ async def test_redis_connections_killed_under_requests_fail_none_of_them(
                     if killed >= 3:
                         break
             finally:
-                killer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await killer
+                stop.set()
+                await asyncio.wait_for(killer, 10)
             try:
                 assert killed >= 3, "the node's pooled connections were not found by name"
                 for battle in created:
