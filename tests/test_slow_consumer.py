@@ -35,6 +35,7 @@ QUEUE = 8  # ARENA_SPECTATOR_QUEUE for this server: frames buffered per spectato
 SPECTATOR_CAP = 3  # ARENA_SPECTATORS_PER_BATTLE for this server (per process)
 MAX_TURNS = 200  # the most a battle may have
 TURNS_AFTER_DROP = 6
+MIN_GAP_S = 1 / 15  # between one agent's turns: under the server's 20 messages/s a socket
 # 8,000 characters (the cap) of 4-byte UTF-8: every turn event is ~32 KB on the wire, so the
 # stuck socket's TCP buffers fill within a few turns.
 HEAVY = "\U0001f4a5" * 8_000
@@ -123,6 +124,7 @@ async def test_a_spectator_that_stops_reading_is_dropped_with_4008_and_nobody_wa
                 a = await t.seat(t.agents[0])
                 b = await t.seat(t.agents[1])
                 latencies = []
+                last_sent = {a: 0.0, b: 0.0}
                 dropped_at: int | None = None
                 n = 0
                 # Play until the server has given up on the stuck spectator (its TCP buffers
@@ -132,7 +134,10 @@ async def test_a_spectator_that_stops_reading_is_dropped_with_4008_and_nobody_wa
                     assert n < MAX_TURNS, "the stuck spectator was never dropped"
                     player = a if n % 2 else b
                     await wait_event(player, "turn_started", turnNumber=n)
-                    sent = time.monotonic()
+                    # Within the per-socket message limit (20/s, burst 40): acks come fast
+                    # enough that an agent answering at once was refused `rate_limited`.
+                    await asyncio.sleep(max(0.0, last_sent[player] + MIN_GAP_S - time.monotonic()))
+                    sent = last_sent[player] = time.monotonic()
                     await play_heavy(player, n)
                     latencies.append(time.monotonic() - sent)
                     if (
