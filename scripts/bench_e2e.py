@@ -512,12 +512,7 @@ def child_server(cmd: list[str], **kwargs: Any) -> Iterator[tuple[subprocess.Pop
         port = int(wait_for_line(proc, "listening", 60).split()[1])
         yield proc, port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        benchlib.stop_process(proc, 10)
 
 
 def socketio_unavailable() -> str | None:

@@ -344,6 +344,19 @@ async def create(
     return body
 
 
+async def create_battles(
+    http: httpx.AsyncClient, nodes: list[Node], pool: list[Agent], n: int, settings: dict[str, int]
+) -> list[Battle]:
+    """``n`` battles, created on the nodes in turn, each with two agents of the pool."""
+    battles: list[Battle] = []
+    for i in range(n):
+        node = nodes[i % NODES]
+        pair = (pool[(2 * i) % len(pool)], pool[(2 * i + 1) % len(pool)])
+        body = await create(http, node, pair[0], settings)
+        battles.append(Battle(i, body["id"], body["roomCode"], node, pair))
+    return battles
+
+
 async def seat_and_leave(battle: Battle) -> None:
     """Both agents join on the creator; once turn 1 has started they close their sockets."""
     async with contextlib.AsyncExitStack() as stack:
@@ -438,12 +451,7 @@ async def failover(
     pool: list[Agent],
 ) -> dict[str, Any]:
     say(f"creating {args.battles} battles on the {NODES} nodes in turn")
-    battles: list[Battle] = []
-    for i in range(args.battles):
-        node = nodes[i % NODES]
-        pair = (pool[(2 * i) % len(pool)], pool[(2 * i + 1) % len(pool)])
-        body = await create(http, node, pair[0], FAILOVER_SETTINGS)
-        battles.append(Battle(i, body["id"], body["roomCode"], node, pair))
+    battles = await create_battles(http, nodes, pool, args.battles, FAILOVER_SETTINGS)
     say("seating two agents in each (then they leave; turn 1 waits ten minutes)")
     gate = asyncio.Semaphore(8)
 
@@ -672,12 +680,7 @@ async def forwarding(
             f"turn → ack{f' (wave {wave + 1}/{args.ack_waves})' if args.ack_waves > 1 else ''}: "
             f"{args.ack_battles} battles, half with agents on the owner, half forwarded"
         )
-        battles: list[Battle] = []
-        for i in range(args.ack_battles):
-            node = nodes[i % NODES]
-            pair = (pool[(2 * i) % len(pool)], pool[(2 * i + 1) % len(pool)])
-            body = await create(http, node, pair[0], ACK_SETTINGS)
-            battles.append(Battle(i, body["id"], body["roomCode"], node, pair))
+        battles = await create_battles(http, nodes, pool, args.ack_battles, ACK_SETTINGS)
         holders = await lease_holders(redis, battles)
         players: list[AckPlayer] = []
         for battle in battles:

@@ -283,13 +283,18 @@ def arena_server(
             time.sleep(0.2)
         yield proc, port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)
         log.close()
+
+
+def stop_process(proc: subprocess.Popen[Any], wait_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``wait_s``."""
+    proc.terminate()
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # --------------------------------------------------------------------------- the client

@@ -197,12 +197,12 @@ class Bus(ABC):
         if events:
             await self._publish_many(battle_id, events)
 
+    @abstractmethod
     def publish_soon(
         self, battle_id: str, events: Sequence[tuple[int, bytes]]
     ) -> asyncio.Future[None]:
         """:meth:`publish_many` without waiting for it: steps are published in the order of
         these calls; the future settles when this one is (its error, if it failed)."""
-        return asyncio.ensure_future(self.publish_many(battle_id, events))
 
     async def history(self, battle_id: str, after_seq: int) -> list[tuple[int, bytes]] | None:
         """Recent events with ``seq > after_seq`` in order, or ``None`` when the history can't

@@ -27,6 +27,10 @@ from arena_rt.bus.base import BusError, BusNotStartedError, BusUnavailableError
 log = logging.getLogger("arena_rt.bus.redis")
 
 MAX_STEPS_PER_ROUND = 500  # a bound on one pipeline (and on the wait of its last step)
+# Runners don't wait for their publishes, so while Redis is slow or gone steps would pile up
+# at commit speed: past this many, a step is refused at once (it is durable; subscribers on
+# other nodes fill the gap from the history or the database on the next event).
+MAX_QUEUED_STEPS = 20_000
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -76,6 +80,11 @@ class PublishOutbox:
         if self._task is None:
             raise BusNotStartedError("RedisBus is not started")
         step = _Step(battle_id, events)
+        if len(self._queue) >= MAX_QUEUED_STEPS:
+            step.done.set_exception(
+                BusUnavailableError(f"{MAX_QUEUED_STEPS} steps wait to be published already")
+            )
+            return step.done
         self._queue.append(step)
         self._ready.set()
         return step.done

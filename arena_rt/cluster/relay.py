@@ -73,7 +73,11 @@ def deployment_tag(key: bytes) -> str:
 
 
 def node_channel(key: bytes, node_id: str) -> str:
-    return f"arena:{deployment_tag(key)}:node:{node_id}"
+    return node_prefix(key) + node_id
+
+
+def node_prefix(key: bytes) -> str:
+    return f"arena:{deployment_tag(key)}:node:"
 
 
 def cluster_channel(key: bytes) -> str:
@@ -89,7 +93,8 @@ class Relay:
         self.node_id = node_id
         self._key = key
         self._redis = Redis.from_url(redis_url, client_name=f"arena-{node_id}:relay")
-        self._channel = node_channel(key, node_id)
+        self._node_prefix = node_prefix(key)  # named once: every message is sent on one
+        self._channel = self._node_prefix + node_id
         self._cluster = cluster_channel(key)
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._seen: dict[str, int] = {}  # request corr -> when it may be forgotten (ms)
@@ -142,7 +147,7 @@ class Relay:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[corr] = future
         try:
-            if not await self._send(node_channel(self._key, to), message):
+            if not await self._send(self._node_prefix + to, message):
                 return Undelivered.NO_LISTENER
             async with asyncio.timeout(timeout_s):
                 return await future
@@ -155,7 +160,7 @@ class Relay:
         kick = Kick(
             sender=self.node_id, sent_at=_now_ms(), to=to, peer=peer, code=code, reason=reason
         )
-        await self._send(node_channel(self._key, to), kick)
+        await self._send(self._node_prefix + to, kick)
 
     async def announce_owned(self, battle_id: str, token: int) -> None:
         owned = Owned(sender=self.node_id, sent_at=_now_ms(), battle_id=battle_id, token=token)
@@ -264,7 +269,7 @@ class Relay:
         if self.on_request is None:
             return
         reply = await self.on_request(request)
-        await self._send(node_channel(self._key, request.sender), reply)
+        await self._send(self._node_prefix + request.sender, reply)
 
     def _refuse(self, why: str, message: Message) -> None:
         self.refused += 1

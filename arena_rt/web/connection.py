@@ -248,20 +248,18 @@ class SocketPeer:
     def write_now(self, data: bytes) -> bool:
         """Write ``data`` at once when nothing is being written ahead of it and the transport
         takes it without waiting; False means: queue it (the hub then does)."""
-        if self._send_lock.locked() or not self._transport_ready():
-            return False
-        try:
-            self._proto.transport.write(text_frame(data))  # type: ignore[union-attr]
-        except Exception:  # the ASGI path reports it properly
-            return False
-        return True
+        return self._writable_now() and self._write_frames(text_frame(data))
 
     def write_step_now(self, datas: tuple[bytes, ...]) -> bool:
         """:meth:`write_now` for a step's events: all of them in one write (one syscall)."""
-        if self._send_lock.locked() or not self._transport_ready():
-            return False
+        return self._writable_now() and self._write_frames(text_frames(datas))
+
+    def _writable_now(self) -> bool:
+        return not self._send_lock.locked() and self._transport_ready()
+
+    def _write_frames(self, frames: bytes) -> bool:
         try:
-            self._proto.transport.write(text_frames(datas))  # type: ignore[union-attr]
+            self._proto.transport.write(frames)  # type: ignore[union-attr]
         except Exception:  # the ASGI path reports it properly
             return False
         return True

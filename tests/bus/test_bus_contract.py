@@ -30,6 +30,7 @@ from arena_rt.bus import (
     from_url,
     resume,
 )
+from arena_rt.bus.redis_outbox import MAX_QUEUED_STEPS
 
 # --------------------------------------------------------------------------- the contract
 
@@ -304,6 +305,23 @@ async def test_redis_steps_handed_over_at_once_reach_another_process_in_order(
         for battle in battles:
             assert rec.seqs(battle) == list(range(1, 11))
         assert await owner.history("b7", 8) == [(s, frame("b7", s)) for s in (9, 10)]
+
+
+async def test_redis_publish_queue_is_bounded_and_refuses_past_it(
+    make_redis_bus: Callable[..., RedisBus],
+) -> None:
+    """Runners don't wait for their publishes: past the bound a step is refused at once
+    (a clear error for the runner to log), not queued without end."""
+    async with asyncio.timeout(STEP * 2):
+        bus = make_redis_bus()
+        await bus.start()
+        handed = [
+            bus.publish_soon(f"q{n}", [(1, frame(f"q{n}", 1))]) for n in range(MAX_QUEUED_STEPS)
+        ]
+        refused = bus.publish_soon("q-over", [(1, frame("q-over", 1))])
+        with pytest.raises(BusUnavailableError):
+            await refused
+        await asyncio.gather(*handed)  # those within the bound are all published
 
 
 async def test_redis_malformed_frames_are_skipped(
